@@ -1,0 +1,124 @@
+"""NetCDF4 chips (plain or grouped, e.g. GUNW) to arrays + metadata, bit-exact."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import h5netcdf
+import numpy as np
+
+from builders.chip import ChipError, ChipSample, field_name, jsonable
+from builders.registry import Modality
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+SPATIAL_DIMS = {"x", "y", "lat", "lon", "latitude", "longitude"}
+
+
+def read_netcdf(modality: Modality, source: str | Path | bytes, chip_id: str, name: str) -> ChipSample:
+    """Read every variable of every group: numeric ones become fields, strings go to metadata."""
+    try:
+        opened = h5netcdf.File(io.BytesIO(source) if isinstance(source, bytes) else str(source), "r")
+    except FileNotFoundError:
+        raise ChipError(chip_id, name, "file not found") from None
+    except OSError as exc:
+        raise ChipError(chip_id, name, _describe_open_error(source, exc)) from None
+    try:
+        with opened as root:
+            arrays, fields, labels, groups = _walk(root, chip_id, name)
+    except ChipError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ChipError(chip_id, name, f"unreadable NetCDF content: {exc}") from None
+    if not any(len(meta["dims"]) >= 2 for meta in fields.values()):
+        raise ChipError(chip_id, name, "no gridded variable found")
+    meta = {
+        "fields": fields,
+        "labels": labels,
+        "attrs": groups,
+        "dates": _dates(modality, labels),
+        **_georeference(arrays, fields, groups),
+    }
+    return ChipSample(chip_id, modality.name, arrays, jsonable(meta))
+
+
+def _describe_open_error(source: str | Path | bytes, exc: OSError) -> str:
+    head = source[:8] if isinstance(source, bytes) else Path(source).open("rb").read(8)
+    if head != HDF5_MAGIC:
+        return f"not a NetCDF4/HDF5 file (starts with {head!r})"
+    return f"corrupt or truncated NetCDF4 file: {exc}"
+
+
+def _walk(root: h5netcdf.File, chip_id: str, name: str) -> tuple[dict, dict, dict, dict]:
+    arrays: dict[str, np.ndarray] = {}
+    fields: dict[str, dict] = {}
+    labels: dict[str, list] = {}
+    groups: dict[str, dict] = {}
+    for group in _groups(root):
+        groups[group.name] = dict(group.attrs)
+        for var_name in sorted(group.variables):
+            variable = group.variables[var_name]
+            path = f"{group.name.rstrip('/')}/{var_name}"
+            values = variable[...]
+            if values.dtype.kind in "OSU":
+                labels[path] = [v.decode() if isinstance(v, bytes) else str(v) for v in np.ravel(values)]
+                continue
+            key = _unique_field(field_name(var_name), group.name, fields)
+            arrays[key] = np.asarray(values)
+            fields[key] = {
+                "variable": path,
+                "dims": list(variable.dimensions),
+                "dtype": str(values.dtype),
+                "shape": list(values.shape),
+                "attrs": dict(variable.attrs),
+            }
+            nodata = variable.attrs.get("_FillValue")
+            if nodata is not None:
+                fields[key]["nodata"] = np.asarray(nodata).item()
+            elif values.dtype.kind == "f":
+                fields[key]["nodata"] = float("nan")
+    if not arrays:
+        raise ChipError(chip_id, name, "NetCDF file holds no numeric variable")
+    return arrays, fields, labels, groups
+
+
+def _groups(group: h5netcdf.Group):
+    yield group
+    for child in sorted(group.groups):
+        yield from _groups(group.groups[child])
+
+
+def _unique_field(base: str, group_name: str, taken: dict) -> str:
+    if base not in taken:
+        return base
+    prefixed = field_name(f"{group_name.strip('/').split('/')[-1]}_{base}")
+    if prefixed in taken:
+        raise ValueError(f"field name collision for {group_name}/{base}")
+    return prefixed
+
+
+def _dates(modality: Modality, labels: dict[str, list]) -> dict:
+    dates = dict(modality.dates)
+    for path, values in labels.items():
+        if path.endswith("/datepair"):
+            dates["datepairs"] = values
+    return dates
+
+
+def _georeference(arrays: dict[str, np.ndarray], fields: dict, groups: dict) -> dict:
+    """CRS from grid-mapping attributes and the affine transform of the regular lon/lat grid."""
+    xs = next((arrays[k] for k in ("x", "lon", "longitude") if k in arrays and arrays[k].ndim == 1), None)
+    ys = next((arrays[k] for k in ("y", "lat", "latitude") if k in arrays and arrays[k].ndim == 1), None)
+    crs = next(
+        (f["attrs"].get("crs_wkt") or f["attrs"].get("spatial_ref") for f in fields.values()
+         if f["attrs"].get("crs_wkt") or f["attrs"].get("spatial_ref")),
+        None,
+    )
+    result: dict = {"crs": crs or "EPSG:4326", "epsg": 4326}
+    if xs is not None and ys is not None and len(xs) > 1 and len(ys) > 1:
+        dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+        west, north = float(xs[0]) - dx / 2, float(ys[0]) - dy / 2
+        result["transform"] = [dx, 0.0, west, 0.0, dy, north]
+        east, south = west + dx * len(xs), north + dy * len(ys)
+        result["bounds"] = [min(west, east), min(south, north), max(west, east), max(south, north)]
+    return result
