@@ -1,0 +1,136 @@
+"""``m3leo-shard verify``: re-read a built region and report every defect."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from shard_tools.build import SHARD_NAME
+
+
+def verify_region(region_dir: str | Path) -> list[str]:
+    """Problems found in ``region_dir`` (empty when sound): checksums, counts, alignment, decodability."""
+    region_dir = Path(region_dir)
+    meta_dir = region_dir / "metadata"
+    indexes = sorted(meta_dir.glob("*.shards.json")) if meta_dir.is_dir() else []
+    if not indexes:
+        return [f"{region_dir}: no metadata/*.shards.json; is this a built region?"]
+    problems: list[str] = []
+    keys_by_modality: dict[str, dict[str, list[str]]] = {}
+    for index_path in indexes:
+        modality = index_path.name[: -len(".shards.json")]
+        keys_by_modality[modality] = _verify_modality(region_dir, modality, json.loads(index_path.read_text()), problems)
+    problems += _check_alignment(keys_by_modality)
+    problems += _check_unlisted(region_dir, keys_by_modality)
+    return problems
+
+
+def _verify_modality(region_dir: Path, modality: str, index: dict, problems: list[str]) -> dict[str, list[str]]:
+    rows = _parquet_rows(region_dir / "metadata" / f"{modality}.parquet", problems)
+    keys: dict[str, list[str]] = {}
+    for shard in index["shardlist"]:
+        path = region_dir / shard["url"]
+        if not path.is_file():
+            problems.append(f"{shard['url']}: listed in {modality}.shards.json but missing")
+            continue
+        data = path.read_bytes()
+        if len(data) != shard["filesize"]:
+            problems.append(f"{shard['url']}: size {len(data)} != recorded {shard['filesize']}")
+        if hashlib.sha256(data).hexdigest() != shard["sha256"]:
+            problems.append(f"{shard['url']}: sha256 mismatch (file changed or corrupt)")
+        shard_keys = _check_members(shard["url"], data, problems)
+        if len(shard_keys) != shard["nsamples"]:
+            problems.append(f"{shard['url']}: {len(shard_keys)} samples, index says {shard['nsamples']}")
+        keys[shard["url"]] = shard_keys
+        _check_offsets(shard["url"], data, rows.get(shard["url"], []), problems)
+    return keys
+
+
+def _parquet_rows(path: Path, problems: list[str]) -> dict[str, list[dict]]:
+    try:
+        table = pq.read_table(path, columns=["chip_id", "shard", "sample_index", "members"])
+    except (OSError, ValueError) as exc:
+        problems.append(f"{path.name}: unreadable per-chip metadata: {exc}")
+        return {}
+    by_shard: dict[str, list[dict]] = {}
+    for row in table.to_pylist():
+        by_shard.setdefault(row["shard"], []).append(row)
+    return by_shard
+
+
+def _check_members(url: str, data: bytes, problems: list[str]) -> list[str]:
+    """Sample keys in order; every .npy and .json member must decode and samples must be contiguous."""
+    keys: list[str] = []
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                key, _, extension = member.name.partition(".")
+                if not keys or keys[-1] != key:
+                    if key in keys:
+                        problems.append(f"{url}: sample {key} is not contiguous")
+                    keys.append(key)
+                payload = tar.extractfile(member).read()
+                _check_payload(url, member.name, extension, payload, problems)
+    except tarfile.TarError as exc:
+        problems.append(f"{url}: not a readable tar: {exc}")
+    return keys
+
+
+def _check_payload(url: str, name: str, extension: str, payload: bytes, problems: list[str]) -> None:
+    try:
+        if extension.endswith("npy"):
+            np.load(io.BytesIO(payload), allow_pickle=False)
+        elif extension == "json":
+            json.loads(payload)
+        else:
+            problems.append(f"{url}: member {name}: unexpected extension")
+    except (ValueError, OSError, EOFError) as exc:
+        problems.append(f"{url}: member {name} does not decode: {exc}")
+
+
+def _check_offsets(url: str, data: bytes, rows: list[dict], problems: list[str]) -> None:
+    for row in rows:
+        for member in row["members"]:
+            end = member["offset"] + member["size"]
+            if end > len(data):
+                problems.append(f"{url}: {row['chip_id']}.{member['name']} offset beyond end of shard")
+            elif member["name"] == "json":
+                try:
+                    if json.loads(data[member["offset"]:end])["chip_id"] != row["chip_id"]:
+                        problems.append(f"{url}: {row['chip_id']}: index offset points at another sample")
+                except (ValueError, KeyError):
+                    problems.append(f"{url}: {row['chip_id']}: index offset does not point at its json member")
+
+
+def _check_alignment(keys_by_modality: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Shard i of every modality of a split must hold the same keys in the same order."""
+    problems = []
+    reference_name, reference = next(iter(keys_by_modality.items()))
+    ref_by_file = {url.split("/", 1)[1]: keys for url, keys in reference.items()}
+    for modality, shards in keys_by_modality.items():
+        files = {url.split("/", 1)[1]: keys for url, keys in shards.items()}
+        if set(files) != set(ref_by_file):
+            problems.append(f"{modality}: shard files {sorted(set(files) ^ set(ref_by_file))[:3]} not shared "
+                            f"with {reference_name}")
+        for name in sorted(set(files) & set(ref_by_file)):
+            if files[name] != ref_by_file[name]:
+                problems.append(f"{modality}/{name}: keys or order differ from {reference_name}/{name}")
+    return problems
+
+
+def _check_unlisted(region_dir: Path, keys_by_modality: dict[str, dict[str, list[str]]]) -> list[str]:
+    problems = []
+    for modality, shards in keys_by_modality.items():
+        folder = region_dir / modality
+        for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if SHARD_NAME.match(path.name) and f"{modality}/{path.name}" not in shards:
+                problems.append(f"{modality}/{path.name}: shard not listed in {modality}.shards.json")
+            elif path.name.endswith(".tmp"):
+                problems.append(f"{modality}/{path.name}: leftover temporary file")
+    return problems
