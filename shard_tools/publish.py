@@ -1,0 +1,210 @@
+"""Publish a built region folder to a Hugging Face dataset repo, resumably.
+
+Every file of the region except ``.build/`` and temp files is compared with the remote tree (sha256 for LFS
+files, git blob sha1 for regular ones; only when the sizes match) and what is missing or different is
+committed in batches under the Hub limits. Each commit is atomic, so a re-run after an interruption uploads
+only what did not land. ``README.md`` goes in the last commit: the card appears only once the data is there.
+Remote files absent from the region are reported, never deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.hf_api import RepoFile
+
+logger = logging.getLogger(__name__)
+
+Verifier = Callable[[Path], list[str]]
+
+CARD = "README.md"
+MAX_FOLDER_ENTRIES = 10_000  # Hub recommendation: fewer than 10k entries per folder
+EXCLUDED_DIRS = (".build",)
+HUB_FILES = (".gitattributes",)  # created by the Hub with the repo, not part of a region
+_HASH_CHUNK = 8 << 20
+
+
+class PublishError(RuntimeError):
+    """The region cannot be published (verification, Hub limits) or a publish was interrupted."""
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    path: str  # path in the repo (POSIX, relative to the region folder)
+    file: Path
+    size: int
+
+
+@dataclass
+class PublishReport:
+    """What a publish uploaded (or, for a dry run, would upload)."""
+
+    uploaded: list[str]
+    skipped: list[str]
+    commits: int
+    bytes: int
+    remote_only: list[str]
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        verb = "would upload" if self.dry_run else "uploaded"
+        return (
+            f"{verb} {len(self.uploaded)} files ({self.bytes} bytes) in {self.commits} commits; "
+            f"{len(self.skipped)} unchanged; {len(self.remote_only)} remote-only"
+        )
+
+
+def _verify_region(region_dir: Path) -> list[str]:
+    from shard_tools.verify import verify_region
+
+    return verify_region(region_dir)
+
+
+def local_files(region_dir: Path) -> list[LocalFile]:
+    """Files to publish, sorted by repo path: everything but ``.build/`` and ``*.tmp``."""
+    files = []
+    for file in sorted(region_dir.rglob("*")):
+        rel = file.relative_to(region_dir)
+        if file.is_file() and rel.parts[0] not in EXCLUDED_DIRS and not rel.name.endswith(".tmp"):
+            files.append(LocalFile(rel.as_posix(), file, file.stat().st_size))
+    return files
+
+
+def check_folder_entries(paths: Iterable[str], limit: int = MAX_FOLDER_ENTRIES) -> None:
+    """Raise if a folder would hold ``limit`` entries (files and sub-folders) or more."""
+    entries: set[tuple[str, str]] = set()
+    for path in paths:
+        parts = path.split("/")
+        entries.update(("/".join(parts[:i]), parts[i]) for i in range(len(parts)))
+    counts = Counter(folder for folder, _ in entries)
+    crowded = {folder or "/": n for folder, n in counts.items() if n >= limit}
+    if crowded:
+        raise PublishError(f"folders with >= {limit} entries (Hub limit): {crowded}")
+
+
+def file_hashes(file: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, in one read."""
+    sha256 = hashlib.sha256()
+    git = hashlib.sha1(b"blob %d\0" % file.stat().st_size)
+    with file.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            sha256.update(chunk)
+            git.update(chunk)
+    return sha256.hexdigest(), git.hexdigest()
+
+
+def is_unchanged(local: LocalFile, remote: RepoFile | None) -> bool:
+    """Whether the remote file has the local content (LFS: sha256, regular: git oid)."""
+    if remote is None or remote.size != local.size:
+        return False
+    sha256, git_oid = file_hashes(local.file)
+    return sha256 == remote.lfs.sha256 if remote.lfs else git_oid == remote.blob_id
+
+
+def plan_commits(files: list[LocalFile], max_files: int, max_bytes: int) -> list[list[LocalFile]]:
+    """Greedy batches of at most ``max_files`` files and ``max_bytes`` bytes (a bigger file goes alone);
+    the card, if any, is its own last commit."""
+    batches: list[list[LocalFile]] = []
+    size = 0
+    for file in (f for f in files if f.path != CARD):
+        if not batches or len(batches[-1]) >= max_files or size + file.size > max_bytes:
+            batches.append([])
+            size = 0
+        batches[-1].append(file)
+        size += file.size
+    card = [f for f in files if f.path == CARD]
+    return batches + ([card] if card else [])
+
+
+def remote_files(api: HfApi, repo_id: str, revision: str) -> tuple[str | None, dict[str, RepoFile]]:
+    """(commit oid, files) at ``revision``; ``(None, {})`` when the repo or revision does not exist."""
+    try:
+        sha = api.dataset_info(repo_id, revision=revision).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        return None, {}
+    tree = api.list_repo_tree(repo_id, repo_type="dataset", revision=sha, recursive=True)
+    return sha, {entry.path: entry for entry in tree if isinstance(entry, RepoFile)}
+
+
+def _ensure_target(api: HfApi, repo_id: str, revision: str) -> None:
+    """Create the dataset repo and the branch ``revision`` (from main) if missing."""
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    if revision != "main":
+        api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
+
+
+def _commit_all(api: HfApi, repo_id: str, revision: str, parent: str | None, batches: list[list[LocalFile]]) -> None:
+    """One commit per batch, each on top of the previous one (``parent_commit`` guards concurrent writers)."""
+    for i, batch in enumerate(batches, start=1):
+        label = "dataset card" if batch[0].path == CARD else f"{len(batch)} files"
+        operations = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.file)) for f in batch]
+        try:
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=f"Publish region ({i}/{len(batches)}): {label}",
+                repo_type="dataset",
+                revision=revision,
+                parent_commit=parent,
+            )
+        except HfHubHTTPError as err:
+            raise PublishError(
+                f"commit {i}/{len(batches)} to {repo_id}@{revision} failed after {i - 1} landed; "
+                f"re-run publish to upload the rest: {err}"
+            ) from err
+        parent = info.oid
+        logger.info("commit %d/%d (%s): %s", i, len(batches), label, info.oid)
+
+
+def publish(
+    region_dir: str | Path,
+    repo_id: str,
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+    revision: str = "main",
+    dry_run: bool = False,
+    max_files_per_commit: int = 50,
+    max_bytes_per_commit: int = 10 * 2**30,
+    max_folder_entries: int = MAX_FOLDER_ENTRIES,
+    verify: Verifier = _verify_region,
+) -> PublishReport:
+    """Upload what ``repo_id`` (a dataset repo, created if needed) lacks of ``region_dir``.
+
+    Refuses (``PublishError``) a region that ``verify`` finds problems in or whose folders break the Hub's
+    entries limit. ``dry_run`` reads the remote tree but writes nothing.
+    """
+    region_dir = Path(region_dir)
+    problems = verify(region_dir)
+    if problems:
+        listed = "\n  ".join(problems[:20])
+        raise PublishError(f"refusing to publish {region_dir}: {len(problems)} verification problems:\n  {listed}")
+    files = local_files(region_dir)
+    api = HfApi(endpoint=endpoint, token=token)
+    parent, remote = remote_files(api, repo_id, revision)
+    check_folder_entries({f.path for f in files} | remote.keys(), max_folder_entries)
+    todo = [f for f in files if not is_unchanged(f, remote.get(f.path))]
+    batches = plan_commits(todo, max_files_per_commit, max_bytes_per_commit)
+    local_paths = {f.path for f in files}
+    report = PublishReport(
+        uploaded=[f.path for batch in batches for f in batch],
+        skipped=sorted(local_paths - {f.path for f in todo}),
+        commits=len(batches),
+        bytes=sum(f.size for f in todo),
+        remote_only=sorted(remote.keys() - local_paths - set(HUB_FILES)),
+        dry_run=dry_run,
+    )
+    if report.remote_only:
+        logger.warning("%s has files that are not in %s (left in place): %s", repo_id, region_dir, report.remote_only)
+    if not dry_run:
+        _ensure_target(api, repo_id, revision)
+        _commit_all(api, repo_id, revision, parent, batches)
+    logger.info("%s -> %s@%s: %s", region_dir, repo_id, revision, report.summary())
+    return report
