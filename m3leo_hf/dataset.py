@@ -1,0 +1,231 @@
+"""``M3LEOStream``: aligned per-modality WebDataset shards of one or more regions, joined by chip id,
+as a torch ``IterableDataset`` with exact, resumable epochs under DDP and DataLoader workers."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import IterableDataset, get_worker_info
+
+from m3leo_hf.collate import collate, to_torch
+from m3leo_hf.index import AlignedShard, load_region
+from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
+from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
+from m3leo_hf.transforms import ModalityTransform, Size, pool_stats
+
+Bands = Sequence[str] | Mapping[str, Sequence[str]]
+
+
+class M3LEOStream(IterableDataset):
+    """Samples ``{"chip_id", "region", "<modality>": tensor | {field: tensor}, "<modality>_available",
+    "meta"}`` (or batches of them) from the ``split`` shards of the region ``roots``.
+
+    Use with ``DataLoader(stream, batch_size=None)`` or ``StatefulLoader``. See ``stream()`` for the
+    options and ``m3leo_hf.planning`` for how samples are shared among ranks and workers.
+
+    Epoch and position: ``set_epoch(e)`` selects epoch ``e`` (a no-op when ``e`` is already the
+    current epoch, so a loaded position is kept); an iteration continues from the current position
+    and, when it runs to the end, moves to the next epoch. ``state_dict()`` counts the items this
+    object yielded in this process, so it is exact without DataLoader workers; with workers use
+    ``StatefulLoader``, which counts in the main process.
+    """
+
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
+                 split: str = "train", batch_size: int | None = None, shuffle: bool | None = None,
+                 shuffle_buffer: int = 256, seed: int = 0, equalize: Equalize | None = None,
+                 drop_last: bool | None = None, missing: str = "mask", bands: Mapping[str, Bands] | None = None,
+                 normalize: bool | Sequence[str] = False, labels: bool = True,
+                 spatial_size: Size | Mapping[str, Size] | None = None, rank: int | None = None,
+                 world_size: int | None = None, verify_checksums: bool = False, retries: int = 3,
+                 storage_options: Mapping | None = None):
+        if missing not in ("mask", "skip"):
+            raise ValueError(f"missing must be 'mask' or 'skip', not {missing!r}")
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither")
+        train = split == "train"
+        self.roots = [os.fspath(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
+        self.modalities = list(modalities)
+        self.split, self.batch_size, self.seed, self.missing = split, batch_size, seed, missing
+        self.shuffle = train if shuffle is None else shuffle
+        self.shuffle_buffer = shuffle_buffer if self.shuffle else 0
+        self.equalize: Equalize = equalize or ("drop" if train else "pad")
+        self.drop_last = train if drop_last is None else drop_last
+        self.verify, self.retries, self.storage_options = verify_checksums, retries, storage_options
+        self.regions = [load_region(r, self.modalities, split, retries=retries, storage_options=storage_options)
+                        for r in self.roots]
+        self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
+        self.eligible = [self._eligible(s) for s in self.shards]
+        self.transforms = {m: self._transform(m, bands, normalize, labels, spatial_size) for m in self.modalities}
+        self._explicit = None if rank is None else (rank, world_size)
+        self._dist = self._explicit or (0, 1)
+        self._placeholders: dict[str, dict] = {}
+        self.epoch, self._consumed = 0, 0
+        self._distribution()
+
+    # -- position ---------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._consumed = epoch, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.seed,
+                "world_size": self._distribution()[1], "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        for key in ("seed", "world_size", "batch_size"):
+            if key in state and state[key] != self.state_dict()[key]:
+                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this stream "
+                                 f"{self.state_dict()[key]!r}")
+        self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+
+    def __len__(self) -> int:
+        """Items (batches, or samples without ``batch_size``) this rank yields per epoch."""
+        return self.plan(self.epoch).num_batches
+
+    def plan(self, epoch: int, num_workers: int = 1) -> RankPlan:
+        rank, world_size = self._distribution()
+        return plan_rank(self.eligible, epoch=epoch, seed=self.seed, shuffle=self.shuffle, rank=rank,
+                         world_size=world_size, equalize=self.equalize, batch_size=self.batch_size or 1,
+                         drop_last=self.drop_last, num_workers=num_workers)
+
+    # -- iteration --------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        plan = self.plan(self.epoch, workers)
+        todo = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
+                           seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
+        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, todo.positions))
+        for item in self._items(samples):
+            self._consumed += 1
+            yield item
+        self.epoch, self._consumed = self.epoch + 1, 0
+
+    def _items(self, samples: Iterator[dict]) -> Iterator[dict]:
+        if not self.batch_size:
+            yield from (to_torch(sample) for sample in samples)
+            return
+        batch = []
+        for sample in samples:
+            batch.append(sample)
+            if len(batch) == self.batch_size:
+                yield collate(batch)
+                batch = []
+        if batch:
+            yield collate(batch)
+
+    def _ordered(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
+        """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer)."""
+        source = self._ascending(plan, np.sort(positions))
+        pending: dict[int, dict] = {}
+        for position in positions.tolist():
+            while position not in pending:
+                got, raw = next(source)
+                pending[got] = raw
+            yield position, pending.pop(position)
+
+    def _ascending(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
+        """Read ``positions`` (sorted) shard run by shard run, all modalities in lockstep."""
+        for run in _runs(plan, positions):
+            shard = self.shards[plan.shard_ids[run[0]]]
+            wanted = plan.sample_ids[run].tolist()
+            streams = [read_samples(shard.files[m], shard.keys, wanted, verify=self.verify, retries=self.retries,
+                                    storage_options=self.storage_options) for m in self.modalities]
+            try:
+                for position in run.tolist():
+                    parts = [next(stream) for stream in streams]
+                    keys = {sample["__key__"] for _, sample in parts}
+                    if len(keys) > 1 or len({index for index, _ in parts}) > 1:
+                        raise AlignmentError(f"{shard.region}/{shard.name}: modalities disagree at a position: "
+                                             f"{[(m, i, s['__key__']) for m, (i, s) in zip(self.modalities, parts)]}")
+                    yield position, {m: sample for m, (_, sample) in zip(self.modalities, parts)}
+                for stream in streams:
+                    next(stream, None)  # let each reader finish (checksum verification)
+            finally:
+                for stream in streams:
+                    stream.close()
+
+    def _sample(self, plan: RankPlan, position: int, raw: Mapping[str, dict]) -> dict:
+        shard = self.shards[plan.shard_ids[position]]
+        index = int(plan.sample_ids[position])
+        out: dict = {"chip_id": shard.keys[index], "region": shard.region}
+        meta = {"split": self.split, "shard": shard.name, "sample_index": index,
+                "padding": bool(plan.padding[position])}
+        for modality, sample in raw.items():
+            arrays, info = decode(sample, shard.files[modality].url)
+            available = bool(info.get("available", bool(arrays)))
+            if available:
+                value = self.transforms[modality](arrays, info.get("fields", {}))
+            else:
+                value = {k: v.copy() for k, v in self._placeholder(modality).items()}
+            out[modality] = value[modality] if list(value) == [modality] else value
+            out[f"{modality}_available"] = available
+            meta[modality] = info
+        out["meta"] = meta
+        return out
+
+    # -- setup helpers ----------------------------------------------------------------------------
+    def _distribution(self) -> tuple[int, int]:
+        """(rank, world_size): explicit, else torch.distributed when initialised here, else the value
+        seen in the main process (DataLoader workers started with spawn have no process group)."""
+        if self._explicit is None and dist.is_available() and dist.is_initialized():
+            self._dist = (dist.get_rank(), dist.get_world_size())
+        return self._dist
+
+    def _eligible(self, shard: AlignedShard) -> np.ndarray:
+        if self.missing == "mask":
+            return np.arange(shard.nsamples)
+        return np.flatnonzero(np.logical_and.reduce([shard.available[m] for m in self.modalities]))
+
+    def _transform(self, modality: str, bands: Mapping | None, normalize: bool | Sequence[str], labels: bool,
+                   spatial_size: Size | Mapping[str, Size] | None) -> ModalityTransform:
+        norm = modality in normalize if not isinstance(normalize, bool) else normalize
+        size = spatial_size.get(modality) if isinstance(spatial_size, Mapping) else spatial_size
+        stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
+        return ModalityTransform(modality, stats=stats, bands=(bands or {}).get(modality), normalize=norm,
+                                 labels=labels, spatial_size=size)
+
+    def _placeholder(self, modality: str) -> dict:
+        """Output for chips lacking ``modality``, shaped like the first chip that has it."""
+        if modality not in self._placeholders:
+            location = next((r.templates[modality] for r in self.regions if r.templates[modality]), None)
+            if location is None:
+                raise ValueError(f"no chip of {self.roots} has {modality}: cannot shape its placeholders; "
+                                 f"use missing='skip' or drop the modality")
+            url, offset, size = location
+            fields = json.loads(read_bytes(url, offset=offset, size=size, retries=self.retries,
+                                           storage_options=self.storage_options))["fields"]
+            self._placeholders[modality] = self.transforms[modality].placeholder(fields)
+        return self._placeholders[modality]
+
+
+def _runs(plan: RankPlan, positions: np.ndarray) -> Iterator[np.ndarray]:
+    """Split sorted positions into runs reading one shard forwards (same shard, rising sample index)."""
+    if not len(positions):
+        return
+    shards, samples = plan.shard_ids[positions], plan.sample_ids[positions]
+    breaks = np.flatnonzero((shards[1:] != shards[:-1]) | (samples[1:] <= samples[:-1])) + 1
+    yield from np.split(positions, breaks)
+
+
+def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
+           **options) -> M3LEOStream:
+    """Stream the aligned shards of region ``roots`` (local region dirs, ``https://…/resolve/main``,
+    ``hf://datasets/ORG/NAME``) joined by chip id.
+
+    Options: ``split`` ("train"); ``batch_size`` (batch inside the stream, use
+    ``DataLoader(batch_size=None)``); ``shuffle`` (default: train only), ``shuffle_buffer`` (256),
+    ``seed``; ``equalize`` ("drop" for train, "pad" otherwise; padded samples have
+    ``meta["padding"]``) and ``drop_last`` (train only) make every rank yield the same number of
+    items; ``missing="mask"`` (zeros / ignore-index labels and ``<modality>_available=False``) or
+    ``"skip"`` (drop chips lacking a modality); ``bands={"s1grd": [names]}``; ``normalize`` (True or
+    modality names: published train stats, nodata and NaN -> 0); ``labels`` (esaworldcover ->
+    ``{"label", "presence"}``); ``spatial_size`` (int, (H, W) or per modality: centre crop/pad);
+    ``rank``/``world_size`` (default: torch.distributed); ``verify_checksums``; ``retries``;
+    ``storage_options`` (fsspec).
+    """
+    return M3LEOStream(roots, modalities=modalities, **options)

@@ -1,0 +1,55 @@
+"""``StatefulLoader``: a DataLoader over an ``M3LEOStream`` whose position is checkpointable.
+
+The state is ``(epoch, batches this rank has consumed)``, counted in the main process. On
+resume the stream maps that count back through the DataLoader's round-robin over workers
+(``planning.resume``), so the remaining batches come out exactly as they would have.
+Resuming needs the same seed, world size, batch size and ``num_workers``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Mapping
+
+from torch.utils.data import DataLoader
+
+from m3leo_hf.dataset import M3LEOStream
+
+
+class StatefulLoader:
+    """Iterate ``dataset`` through a ``DataLoader(batch_size=None, in_order=True)``; extra keyword
+    arguments (``num_workers``, ``pin_memory``, ``prefetch_factor``...) go to the DataLoader."""
+
+    def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, **loader_options):
+        fixed = sorted(set(loader_options) & {"batch_size", "batch_sampler", "sampler", "shuffle", "in_order",
+                                              "persistent_workers", "collate_fn"})
+        if fixed:
+            raise ValueError(f"StatefulLoader fixes {fixed}; batch and shuffle with the stream's options")
+        self.dataset, self.num_workers, self.options = dataset, num_workers, loader_options
+        self.epoch, self.batches = dataset.epoch, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select ``epoch``; a no-op when it is the current epoch (keeps a loaded position)."""
+        if epoch != self.epoch:
+            self.epoch, self.batches = epoch, 0
+
+    def state_dict(self) -> dict:
+        return {**self.dataset.state_dict(), "epoch": self.epoch, "batches": self.batches,
+                "num_workers": self.num_workers}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state.get("num_workers", self.num_workers) != self.num_workers:
+            raise ValueError(f"cannot resume: state has num_workers={state['num_workers']}, "
+                             f"this loader {self.num_workers}")
+        self.dataset.load_state_dict(state)
+        self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
+
+    def __iter__(self) -> Iterator:
+        self.dataset.load_state_dict({"epoch": self.epoch, "batches": self.batches})
+        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.options)
+        for batch in loader:
+            self.batches += 1
+            yield batch
+        self.epoch, self.batches = self.epoch + 1, 0

@@ -1,0 +1,242 @@
+"""Byte sources (local paths, http(s), any fsspec URL) with bounded retries, and tar shard reading.
+
+Local paths open with ``webdataset.gopen``; ``http(s)://`` URLs use ranged GET requests (stdlib
+``urllib``: fsspec's http backend needs aiohttp, which is not a dependency); other URLs
+(``hf://datasets/ORG/NAME/...``, ``s3://``...) go through ``fsspec``. A transient error (connection
+reset, timeout, HTTP 429/5xx, a remote stream ending early) reopens the source at the current
+byte after ``BACKOFF_S * 2**k`` seconds, at most ``retries`` times in a row. A shard whose bytes
+are wrong raises ``ShardError`` naming the shard, the sample and the member; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import io
+import json
+import os
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Mapping, Sequence
+
+import fsspec
+import numpy as np
+from webdataset.gopen import gopen
+from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+BACKOFF_S = 0.5
+CHUNK = 1 << 20
+
+
+class ShardError(RuntimeError):
+    """A shard that cannot be read as indexed: which shard, where, and what is wrong."""
+
+
+class AlignmentError(ShardError):
+    """Shards of different modalities (or a shard and its index) disagree on the chip at a position."""
+
+
+def is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def join(root: str, relative: str) -> str:
+    return f"{root.rstrip('/')}/{relative}" if is_url(root) else os.path.join(root, relative)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, urllib.error.HTTPError):
+        return exc.code == 429 or exc.code >= 500
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    return isinstance(exc, (OSError, TimeoutError, http.client.HTTPException, _RemoteEOF))
+
+
+class _RemoteEOF(Exception):
+    """A remote stream ended before the expected size."""
+
+
+def _open_http(url: str, offset: int) -> BinaryIO:
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+    if offset and response.status != 206:  # server ignored Range: stream and skip
+        remaining = offset
+        while remaining:
+            got = len(response.read(min(remaining, CHUNK)))
+            if not got:
+                raise _RemoteEOF(f"{url}: ended before byte {offset}")
+            remaining -= got
+    return response
+
+
+def open_source(url: str, offset: int = 0, storage_options: Mapping | None = None) -> BinaryIO:
+    """A binary stream of ``url`` positioned at ``offset`` (no retries)."""
+    if url.startswith(("http://", "https://")):
+        return _open_http(url, offset)
+    if is_url(url):
+        stream = fsspec.open(url, "rb", **dict(storage_options or {})).open()
+    else:
+        stream = gopen(url, "rb")
+    stream.seek(offset)
+    return stream
+
+
+class RetryingReader(io.RawIOBase):
+    """Sequential reads of ``url`` from ``offset`` that reopen at the current byte on transient
+    errors; optionally hashes everything read (``sha256``)."""
+
+    def __init__(self, url: str, offset: int = 0, *, size: int | None = None, retries: int = 3,
+                 storage_options: Mapping | None = None, sha256: bool = False):
+        super().__init__()
+        self.url, self.position, self.size, self.retries = url, offset, size, retries
+        self.storage_options = storage_options
+        self.hash = hashlib.sha256() if sha256 else None
+        self._stream: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        for attempt in range(self.retries + 1):
+            try:
+                if self._stream is None:
+                    self._stream = open_source(self.url, self.position, self.storage_options)
+                data = self._stream.read(n)
+                if not data and n and self.size is not None and self.position < self.size and is_url(self.url):
+                    raise _RemoteEOF(f"stream ended at byte {self.position} of {self.size}")
+                break
+            except Exception as exc:  # noqa: BLE001 - classified below
+                self._drop()
+                if not _transient(exc) or attempt == self.retries:
+                    raise OSError(f"{self.url}: read failed at byte {self.position} after {attempt + 1} "
+                                  f"attempt(s): {exc}") from exc
+                time.sleep(BACKOFF_S * 2**attempt)
+        self.position += len(data)
+        if self.hash is not None:
+            self.hash.update(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read (and hash) to the end of the source."""
+        while self.read(CHUNK):
+            pass
+
+    def close(self) -> None:
+        self._drop()
+        super().close()
+
+    def _drop(self) -> None:
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:  # noqa: BLE001 - a broken stream may fail to close; it is discarded anyway
+                pass
+            self._stream = None
+
+
+def read_bytes(url: str, *, retries: int = 3, storage_options: Mapping | None = None,
+               offset: int = 0, size: int = -1) -> bytes:
+    """``size`` bytes of ``url`` from ``offset`` (all of it by default), with retries."""
+    chunks, total = [], 0
+    with RetryingReader(url, offset, retries=retries, storage_options=storage_options) as reader:
+        while size < 0 or total < size:
+            chunk = reader.read(CHUNK if size < 0 else min(CHUNK, size - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class ShardFile:
+    """One modality's tar of an aligned shard, as its index describes it."""
+
+    url: str
+    filesize: int
+    sha256: str
+    offsets: np.ndarray
+
+
+def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *, verify: bool = False,
+                 retries: int = 3, storage_options: Mapping | None = None) -> Iterator[tuple[int, dict]]:
+    """Raw samples (``{"__key__", "<field>.npy": bytes, "json": bytes}``) at the increasing sample
+    indices ``wanted``, checking every key read against ``keys`` (the index's chip ids).
+
+    Reading starts at the first wanted sample's byte offset, or at byte 0 with ``verify``, which
+    also reads the shard to its end and compares its sha256 with the index.
+    """
+    first = wanted[0]
+    start = 0 if verify else first
+    reader = RetryingReader(shard.url, int(shard.offsets[start]) if start else 0, size=shard.filesize,
+                            retries=retries, storage_options=storage_options, sha256=verify)
+    members = _Tracked(tar_file_iterator(reader), shard.url)
+    want = iter(wanted)
+    target = next(want)
+    index = start
+    try:
+        for sample in group_by_keys(members):
+            if index >= len(keys) or sample["__key__"] != keys[index]:
+                expected = keys[index] if index < len(keys) else "the end of the shard"
+                raise AlignmentError(f"{shard.url}: sample {index} is {sample['__key__']!r}, "
+                                     f"the index says {expected!r}")
+            if index == target:
+                yield index, sample
+                target = next(want, None)
+                if target is None:
+                    break
+            index += 1
+        if target is not None:
+            raise ShardError(f"{shard.url}: ended after sample {index - 1} (member {members.last!r}); "
+                             f"sample {target} of {len(keys)} is missing: truncated or corrupt shard")
+        if verify:
+            reader.drain()
+            digest = reader.hash.hexdigest()
+            if digest != shard.sha256:
+                raise ShardError(f"{shard.url}: sha256 {digest} does not match the index ({shard.sha256}): "
+                                 f"corrupt or changed shard")
+    except (tarfile.TarError, ValueError, OSError, EOFError) as exc:
+        raise ShardError(f"{shard.url}: cannot read sample {index} ({keys[index] if index < len(keys) else '?'}) "
+                         f"after member {members.last!r}: {exc}") from exc
+    finally:
+        reader.close()
+
+
+class _Tracked:
+    """Passes tar members through, remembering the last member name (for error messages)."""
+
+    def __init__(self, members: Iterator[dict], url: str):
+        self.members, self.url, self.last = members, url, None
+
+    def __iter__(self) -> Iterator[dict]:
+        for member in self.members:
+            self.last = member["fname"]
+            member["__url__"] = self.url
+            yield member
+
+
+def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays of the ``.npy`` members and the parsed ``json`` member of a raw sample."""
+    key = sample["__key__"]
+    try:
+        info = json.loads(sample["json"])
+    except KeyError:
+        raise ShardError(f"{url}: sample {key!r} has no json member") from None
+    except ValueError as exc:
+        raise ShardError(f"{url}: member {key}.json is not valid JSON: {exc}") from None
+    arrays = {}
+    for name, data in sample.items():
+        if name.endswith(".npy"):
+            try:
+                arrays[name[:-4]] = np.load(io.BytesIO(data), allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise ShardError(f"{url}: member {key}.{name} is not a valid .npy array: {exc}") from None
+    return arrays, info
