@@ -6,14 +6,13 @@ import hashlib
 import json
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from builders.registry import get_modality
 from shard_tools.encode import clean_float, encode_chip
+from shard_tools.executors import Executor, as_executor, run_tasks
 from shard_tools.inventory import Chip, RegionInventory, Source, find_regions, scan_region
 from shard_tools.lock import BuildLock
 from shard_tools.metadata import write_region_metadata
@@ -69,6 +68,7 @@ def build(
     modalities: Sequence[str] | None = None,
     shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
+    executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Build every requested region and modality found under ``chips_dir`` into ``out_dir``."""
@@ -78,7 +78,7 @@ def build(
         raise ValueError(f"region(s) {unknown} not found under {chips_dir}; found {sorted(found)}")
     inventories = [scan_region(found[name]) for name in (regions or sorted(found))]
     return build_inventories(inventories, out_dir, modalities=modalities, shard_size_mb=shard_size_mb,
-                             workers=workers, progress=progress)
+                             workers=workers, executor=executor, progress=progress)
 
 
 def build_inventories(
@@ -88,22 +88,24 @@ def build_inventories(
     modalities: Sequence[str] | None = None,
     shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
+    executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Shard already-scanned regions (from a chip tree or a release): the shared back end of build/convert."""
     for name in modalities or ():
         get_modality(name)
+    runner = as_executor(executor, workers)
     report = BuildReport()
     say = progress or (lambda message: None)
     for inventory in inventories:
         region_dir = Path(out_dir) / inventory.region
         with BuildLock(region_dir / ".build" / "lock"):
-            _build_region(inventory, region_dir, modalities, shard_size_mb, workers, report, say)
+            _build_region(inventory, region_dir, modalities, shard_size_mb, runner, report, say)
     return report
 
 
 def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequence[str] | None,
-                  shard_size_mb: float, workers: int, report: BuildReport, say: Callable[[str], None]) -> None:
+                  shard_size_mb: float, runner: Executor, report: BuildReport, say: Callable[[str], None]) -> None:
     selected = [m for m in inventory.modalities if not modalities or m in modalities]
     plan = plan_region(inventory, shard_size_mb)
     tasks = {m: [ShardTask(str(region_dir), inventory.region, m, shard,
@@ -115,7 +117,7 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
     report.reused += sum(len(tasks[m]) for m in selected) - len(pending)
     say(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
         f"per modality, {len(pending)} to write")
-    for task in _run(write_shard, pending, workers):
+    for task in run_tasks(write_shard, pending, runner):
         report.written += 1
         say(f"  wrote {task.modality}/{task.shard.filename}")
     records = {m: [_record(task) for task in tasks[m]] for m in inventory.modalities
@@ -133,17 +135,6 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
 
 def _record(task: ShardTask) -> dict:
     return json.loads(task.record_path.read_text())
-
-
-def _run(func, tasks: list[ShardTask], workers: int) -> Iterable[ShardTask]:
-    if workers <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            func(task)
-            yield task
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for task, _ in zip(tasks, pool.map(func, tasks)):
-            yield task
 
 
 def _is_done(task: ShardTask) -> bool:
