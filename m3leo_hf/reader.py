@@ -99,6 +99,9 @@ class RetryingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def __repr__(self) -> str:
+        return f"<{self.url} at byte {self.position}>"
+
     def read(self, n: int = -1) -> bytes:
         for attempt in range(self.retries + 1):
             try:
@@ -204,8 +207,9 @@ def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *
                 raise ShardError(f"{shard.url}: sha256 {digest} does not match the index ({shard.sha256}): "
                                  f"corrupt or changed shard")
     except (tarfile.TarError, ValueError, OSError, EOFError) as exc:
+        where = f"after member {members.last!r}" if members.last else "in its first member"
         raise ShardError(f"{shard.url}: cannot read sample {index} ({keys[index] if index < len(keys) else '?'}) "
-                         f"after member {members.last!r}: {exc}") from exc
+                         f"{where}: {exc}") from exc
     finally:
         reader.close()
 

@@ -1,0 +1,254 @@
+"""m3leo_hf.stream against shards from the real builder: joined values, transforms, missing chips,
+corrupt shards, retries, HTTP roots, in-process resume."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import m3leo_hf
+from m3leo_hf import reader
+from m3leo_hf.transforms import IGNORE_INDEX
+from shard_tools.build import build
+
+MODALITIES = ("s1grd", "s2rgbm", "esaworldcover")
+REGIONS = ("conus", "europe", "pakin")
+
+
+@pytest.fixture(scope="session")
+def stream_shards(sample_chips, tmp_path_factory) -> Path:
+    """Three regions, two samples per shard (so sub-shard reads seek), s2rgbm missing for some chips."""
+    out = tmp_path_factory.mktemp("stream_shards")
+    build(sample_chips, out, modalities=MODALITIES, shard_size_mb=0.1)
+    return out
+
+
+def roots(out: Path, regions=REGIONS) -> list[str]:
+    return [str(out / r) for r in regions]
+
+
+def chips(out: Path, split: str, regions=REGIONS, require=()) -> set[str]:
+    """Chip ids of ``split`` (having every modality in ``require``), from the published Parquet."""
+    found = set()
+    for region in regions:
+        rows = pq.read_table(out / region / "metadata" / "s1grd.parquet", columns=["chip_id", "split"]).to_pylist()
+        ids = {r["chip_id"] for r in rows if r["split"] == split}
+        for modality in require:
+            table = pq.read_table(out / region / "metadata" / f"{modality}.parquet", columns=["chip_id", "available"])
+            ids &= {r["chip_id"] for r in table.to_pylist() if r["available"]}
+        found |= ids
+    return found
+
+
+@functools.cache
+def source(region_dir: Path, modality: str) -> dict[str, dict]:
+    """Every sample of a region's modality read straight from its tars: {chip: {field: array, "json": dict}}."""
+    out: dict[str, dict] = {}
+    for path in sorted((region_dir / modality).glob("*.tar")):
+        with tarfile.open(path) as tar:
+            for member in tar:
+                key, _, ext = member.name.partition(".")
+                data = tar.extractfile(member).read()
+                value = json.loads(data) if ext == "json" else np.load(io.BytesIO(data), allow_pickle=False)
+                out.setdefault(key, {})[ext.removesuffix(".npy")] = value
+    return out
+
+
+def test_joined_samples_equal_source_arrays(stream_shards):
+    data = m3leo_hf.stream(roots(stream_shards), modalities=MODALITIES, labels=False, shuffle=False)
+    seen = []
+    for sample in data:
+        seen.append(sample["chip_id"])
+        region = stream_shards / sample["region"]
+        for modality in MODALITIES:
+            raw = source(region, modality)[sample["chip_id"]]
+            assert sample[f"{modality}_available"] == raw["json"]["available"]
+            assert sample["meta"][modality] == raw["json"]
+            if raw["json"]["available"]:
+                expected = raw[modality].view(raw["json"]["fields"][modality]["view_as"] or raw[modality].dtype)
+                assert sample[modality].numpy().dtype == expected.dtype
+                np.testing.assert_array_equal(sample[modality].numpy(), expected)
+    assert sorted(seen) == sorted(chips(stream_shards, "train"))
+    assert data.state_dict()["epoch"] == 1
+
+
+def test_normalize_bands_labels_and_spatial_size(stream_shards):
+    region = stream_shards / "conus"
+    bands = ["winter_vvdes", "fall_vhasc"]
+    data = m3leo_hf.stream(str(region), modalities=["s1grd", "esaworldcover"], split="val", normalize=True,
+                           bands={"s1grd": bands}, spatial_size=30)
+    stats = json.loads((region / "metadata" / "s1grd.stats.json").read_text())["splits"]["train"]["s1grd"]
+    for sample in data:
+        raw = source(region, "s1grd")[sample["chip_id"]]["s1grd"]
+        pick = [stats["band_names"].index(b) for b in bands]
+        values = raw.view(np.int16)[pick].astype(np.float32)
+        mean = np.array(stats["mean"], dtype=np.float32)[pick, None, None]
+        std = np.array(stats["std"], dtype=np.float32)[pick, None, None]
+        expected = np.where(raw[pick] == 0, 0.0, (values - mean) / std)
+        h, w = raw.shape[1:]
+        top, left = (h - 30) // 2, (w - 30) // 2
+        window = (slice(None), slice(max(top, 0), max(top, 0) + min(h, 30)), slice(max(left, 0), max(left, 0) + min(w, 30)))
+        got = sample["s1grd"].numpy()
+        assert got.shape == (2, 30, 30) and got.dtype == np.float32
+        inner = got[:, max(-top, 0):max(-top, 0) + min(h, 30), max(-left, 0):max(-left, 0) + min(w, 30)]
+        np.testing.assert_allclose(inner, expected[window], rtol=1e-5, atol=1e-5)
+
+        codes = source(region, "esaworldcover")[sample["chip_id"]]["esaworldcover"][0]
+        label = sample["esaworldcover"]["label"].numpy()
+        assert label.shape == (30, 30) and label.dtype == np.int64
+        h, w = codes.shape
+        top, left = max((h - 30) // 2, 0), max((w - 30) // 2, 0)
+        inner = label[max((30 - h) // 2, 0):, max((30 - w) // 2, 0):][:min(h, 30), :min(w, 30)]
+        crop = codes[top:top + 30, left:left + 30]
+        codebook = {c: i for i, c in enumerate((10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100))}
+        np.testing.assert_array_equal(inner, np.vectorize(lambda c: codebook.get(int(c), IGNORE_INDEX))(crop))
+        present = sorted(set(np.unique(label).tolist()) - {IGNORE_INDEX})
+        assert np.flatnonzero(sample["esaworldcover"]["presence"].numpy()).tolist() == present
+
+
+def test_missing_modality_mask_and_skip(stream_shards):
+    every = chips(stream_shards, "train")
+    complete = chips(stream_shards, "train", require=MODALITIES)
+    lacking = every - complete
+    assert lacking, "the sample tree should have a train chip without s2rgbm"
+    masked = {s["chip_id"]: s for s in m3leo_hf.stream(roots(stream_shards), modalities=MODALITIES, normalize=True,
+                                                         spatial_size=32, shuffle=False)}
+    assert set(masked) == every
+    for chip in lacking:
+        assert not masked[chip]["s2rgbm_available"] and masked[chip]["s1grd_available"]
+        assert masked[chip]["s2rgbm"].shape == (36, 32, 32) and not masked[chip]["s2rgbm"].any()
+    skipped = [s["chip_id"] for s in m3leo_hf.stream(roots(stream_shards), modalities=MODALITIES, missing="skip")]
+    assert sorted(skipped) == sorted(complete)
+
+
+def test_ragged_batches_need_spatial_size(stream_shards):
+    with pytest.raises(ValueError, match=r"cannot batch 's1grd': shapes differ .*spatial_size"):
+        list(m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], batch_size=18, drop_last=False))
+    batches = list(m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], batch_size=18, drop_last=False,
+                                   spatial_size=(31, 33)))
+    assert batches[0]["s1grd"].shape == (18, 16, 31, 33) and batches[0]["s1grd_available"].all()
+
+
+def corrupted(tmp_path: Path, shards: Path, damage) -> str:
+    region = tmp_path / "conus"
+    shutil.copytree(shards / "conus", region)
+    damage(region)
+    return str(region)
+
+
+def flip(path: Path, offset: int, count: int = 8) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset:offset + count] = bytes(255 - b for b in data[offset:offset + count])
+    path.write_bytes(bytes(data))
+
+
+def row(region: Path, shard: str, sample: int) -> dict:
+    rows = pq.read_table(region / "metadata" / "s1grd.parquet").to_pylist()
+    return next(r for r in rows if r["shard"] == f"s1grd/{shard}" and r["sample_index"] == sample)
+
+
+def npy_member(region: Path) -> int:
+    return next(m["offset"] for m in row(region, "train-000001.tar", 1)["members"] if m["name"] == "s1grd.npy")
+
+
+@pytest.mark.parametrize("damage,message,verify", [
+    (lambda r: (r / "s1grd/train-000001.tar").write_bytes((r / "s1grd/train-000001.tar").read_bytes()[:30000]),
+     r"train-000001\.tar: .*(unexpected end|truncated)", False),
+    (lambda r: flip(r / "s1grd/train-000001.tar", row(r, "train-000001.tar", 1)["offset"] + 100),
+     r"train-000001\.tar: .*(sample 1|invalid header)", False),
+    (lambda r: flip(r / "s1grd/train-000001.tar", npy_member(r)),
+     r"train-000001\.tar: member [0-9a-f]{13}\.s1grd\.npy is not a valid \.npy", False),
+    (lambda r: flip(r / "s1grd/train-000001.tar", npy_member(r) + 500, 1),
+     r"train-000001\.tar: sha256 .* does not match the index", True),
+    (lambda r: shutil.copy(r / "esaworldcover/train-000002.tar", r / "esaworldcover/train-000001.tar"),
+     r"esaworldcover/train-000001\.tar: sample 0 is '[0-9a-f]+', the index says", False),
+])
+def test_corrupt_shard_is_a_clear_error(tmp_path, stream_shards, damage, message, verify):
+    region = corrupted(tmp_path, stream_shards, damage)
+    data = m3leo_hf.stream(region, modalities=["s1grd", "esaworldcover"], shuffle=False, verify_checksums=verify)
+    with pytest.raises(m3leo_hf.ShardError, match=message):
+        list(data)
+
+
+def test_transient_errors_are_retried(stream_shards, monkeypatch):
+    monkeypatch.setattr(reader, "BACKOFF_S", 0.0)
+    expected = [s["chip_id"] for s in m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], shuffle=False)]
+    opened = reader.open_source
+    failures: dict[str, int] = {}
+
+    class Flaky:
+        def __init__(self, stream, url):
+            self.stream, self.url = stream, url
+
+        def read(self, n=-1):
+            if failures.setdefault(self.url, 0) < limit:
+                failures[self.url] += 1
+                raise ConnectionResetError("connection reset by peer")
+            return self.stream.read(n)
+
+        def close(self):
+            self.stream.close()
+
+    monkeypatch.setattr(reader, "open_source", lambda url, offset=0, options=None: Flaky(opened(url, offset), url))
+    limit = 2
+    got = [s["chip_id"] for s in m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], shuffle=False,
+                                                   retries=2)]
+    assert got == expected and set(failures.values()) == {2}
+    limit, failures = 3, {}
+    with pytest.raises(OSError, match=r"read failed at byte 0 after 3 attempt\(s\): connection reset"):
+        m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], retries=2)
+
+
+def test_http_root_streams_like_local(stream_shards):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(stream_shards)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        options = dict(modalities=["s1grd", "s2rgbm"], seed=3, batch_size=2, shuffle_buffer=3, spatial_size=32)
+        remote = m3leo_hf.stream([f"{base}/{r}" for r in REGIONS], **options)
+        local = m3leo_hf.stream(roots(stream_shards), **options)
+        remote.load_state_dict({"epoch": 0, "batches": 3})  # starts mid-shard: stream-and-skip (no Range)
+        local.load_state_dict({"epoch": 0, "batches": 3})
+        for a, b in zip(remote, local, strict=True):
+            assert a["chip_id"] == b["chip_id"]
+            assert torch.equal(a["s1grd"], b["s1grd"]) and torch.equal(a["s2rgbm"], b["s2rgbm"])
+    finally:
+        server.shutdown()
+
+
+def test_in_process_state_dict_resumes_exactly(stream_shards):
+    def make():
+        return m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], batch_size=3, seed=5, shuffle_buffer=4,
+                               spatial_size=32)
+
+    first = make()
+    first.set_epoch(2)
+    full = [b["chip_id"] for b in first]
+    assert len(full) == len(first) == 6
+    partial = make()
+    partial.set_epoch(2)
+    iterator = iter(partial)
+    head = [next(iterator)["chip_id"] for _ in range(2)]
+    state = partial.state_dict()
+    assert state["epoch"] == 2 and state["batches"] == 2
+    resumed = make()
+    resumed.load_state_dict(state)
+    resumed.set_epoch(2)  # same epoch: keeps the loaded position
+    assert head + [b["chip_id"] for b in resumed] == full
+    with pytest.raises(ValueError, match="batch_size"):
+        m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], batch_size=2, seed=5).load_state_dict(state)
