@@ -144,6 +144,6 @@ register(Modality(
 ))
 register(Modality(
     name="srtmdem", folder="srtmdem", aliases=("strmdem",), container="geotiff", dtype="uint16",
-    band_names=("elevation", "slope"), units="elevation m (uint16, negatives wrapped), slope degrees",
+    band_names=("elevation", "slope"), dates={"acquired": ["2000-02-11", "2000-02-22"]}, units="elevation m (uint16, negatives wrapped), slope degrees",
     description="SRTM 90 m DEM elevation and slope (resampled to 448x448)",
 ))

@@ -20,7 +20,7 @@ MAX_NAME = 99
 def npy_bytes(array: np.ndarray) -> bytes:
     """The ``.npy`` encoding of ``array`` (no pickle; header padded so data is 64-byte aligned)."""
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.require(array, requirements="C"), allow_pickle=False)
     return buffer.getvalue()
 
 

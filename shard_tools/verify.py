@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -109,18 +110,24 @@ def _check_offsets(url: str, data: bytes, rows: list[dict], problems: list[str])
 
 
 def _check_alignment(keys_by_modality: dict[str, dict[str, list[str]]]) -> list[str]:
-    """Shard i of every modality of a split must hold the same keys in the same order."""
+    """Shard i of every modality of a split must hold the same keys in the same order.
+
+    The key list most modalities agree on is the reference, so the report names the odd one out.
+    """
     problems = []
-    reference_name, reference = next(iter(keys_by_modality.items()))
-    ref_by_file = {url.split("/", 1)[1]: keys for url, keys in reference.items()}
+    by_file: dict[str, dict[str, tuple[str, ...]]] = {}
     for modality, shards in keys_by_modality.items():
-        files = {url.split("/", 1)[1]: keys for url, keys in shards.items()}
-        if set(files) != set(ref_by_file):
-            problems.append(f"{modality}: shard files {sorted(set(files) ^ set(ref_by_file))[:3]} not shared "
-                            f"with {reference_name}")
-        for name in sorted(set(files) & set(ref_by_file)):
-            if files[name] != ref_by_file[name]:
-                problems.append(f"{modality}/{name}: keys or order differ from {reference_name}/{name}")
+        for url, keys in shards.items():
+            by_file.setdefault(url.split("/", 1)[1], {})[modality] = tuple(keys)
+    for name, lists in sorted(by_file.items()):
+        missing = sorted(set(keys_by_modality) - set(lists))
+        if missing:
+            problems.append(f"{name}: missing for {', '.join(missing)} while other modalities have it")
+        votes = Counter(lists.values())
+        reference = max(votes, key=lambda keys: (votes[keys], keys))
+        for modality, keys in sorted(lists.items()):
+            if keys != reference:
+                problems.append(f"{modality}/{name}: keys or order differ from the other modalities' {name}")
     return problems
 
 

@@ -1,0 +1,27 @@
+"""Shared fixtures: the embedded sample chip tree and shards built from it (session-scoped, small)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from builders.sample import write_sample
+from shard_tools.build import build
+
+SAMPLE_KWARGS = dict(regions=("conus", "europe", "pakin"), chips_per_region=10, pixels=32, seed=0)
+SHARD_SIZE_MB = 0.12  # about three 32-px chips per shard: several shards per split
+
+
+@pytest.fixture(scope="session")
+def sample_chips(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("chips")
+    write_sample(out, **SAMPLE_KWARGS)
+    return out
+
+
+@pytest.fixture(scope="session")
+def built(sample_chips, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards")
+    build(sample_chips, out, shard_size_mb=SHARD_SIZE_MB)
+    return out
