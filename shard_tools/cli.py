@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from shard_tools.executors import EXECUTORS
 from shard_tools.lock import BuildLocked
 
 
@@ -25,7 +26,14 @@ def main(argv: list[str] | None = None) -> int:
 
     build = commands.add_parser("build", help="build aligned WebDataset shards + Parquet metadata")
     build.add_argument("--chips", required=True, type=Path, help="processed-chip root (<aoi>/<stem>/<folder>/...)")
-    build.add_argument("--out", required=True, type=Path)
+    build.add_argument("--out", required=True, help="output folder, or an fsspec URL (s3://, gs://, file://, ...)")
+    build.add_argument("--staging", type=Path,
+                       help="URL output: local folder seen by this machine and every worker (default: a temp folder)")
+    build.add_argument("--no-lock", action="store_true",
+                       help="URL output on a store without create-if-absent writes: build without a lock object")
+    build.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="local: process pool of --workers; dask: a dask.distributed cluster")
+    build.add_argument("--scheduler", help="dask scheduler address (default: a local cluster of --workers processes)")
     _add_build_options(build)
     build.set_defaults(func=_build)
 
@@ -86,10 +94,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     from shard_tools.build import build
+    from shard_tools.executors import Executor
+    from shard_tools.objectstore import is_url
+    from shard_tools.remote import build_to_url
 
+    options = dict(regions=args.regions, modalities=args.modalities, shard_size_mb=args.shard_size_mb,
+                   executor=Executor(args.executor, args.workers, args.scheduler), progress=_progress(args))
     started = time.perf_counter()
-    report = build(args.chips, args.out, regions=args.regions, modalities=args.modalities,
-                   shard_size_mb=args.shard_size_mb, workers=args.workers, progress=_progress(args))
+    if is_url(args.out):
+        report = build_to_url(args.chips, args.out, staging=args.staging, lock=not args.no_lock, **options)
+    else:
+        report = build(args.chips, Path(args.out), **options)
     return _summarise(report, time.perf_counter() - started, args.strict)
 
 
