@@ -1,0 +1,190 @@
+"""``m3leo-shard convert-release``: the current Hub release (zstd Parquet rows of raw chip files) to our shards.
+
+No Spark and nothing unpacked to disk. Planning reads only the ``path`` and ``length`` columns, one row
+group at a time; each chip becomes a ``Source`` pointing at its (Parquet file, row group, row), whose
+``content`` the shared build back end reads one row group at a time while writing shards. Regions are
+inventoried lazily, one at a time, so the output equals ``build`` on the same chips unpacked to a tree.
+
+Release layout (spec §3.2): ``<aoi>/<stem>_splits_*.csv`` (+ ``_parquet.csv``, geojson) and
+``<aoi>/<stem>/<dataset_folder>/<parquet_identifier>.zstd.parquet`` with columns
+``path, modificationTime, length, content, aoi, ds``; ``path`` is ``<aoi>/<stem>/<folder>/<file>``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import pyarrow.parquet as pq
+
+from builders.registry import modality_for_folder
+from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, build_inventories
+from shard_tools.inventory import RegionInventory, Source, classify_entry, region_chips
+
+PLAN_COLUMNS = ["path", "length"]
+MARKER_DETAIL = {"marker": "placeholder marker"}
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """One release row, without its content: where it is and what it names."""
+
+    path: str
+    length: int
+    file: str
+    row: tuple[int, int]
+
+    @property
+    def parts(self) -> list[str]:
+        return self.path.split("/")
+
+
+def convert_release(
+    paths: Iterable[str | Path],
+    out: str | Path,
+    *,
+    regions: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = None,
+    shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
+    workers: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> BuildReport:
+    """Shard the release Parquet files ``paths`` (files, or folders searched recursively) into ``out``.
+
+    A region's split CSV must sit in an ancestor folder of its Parquet files (as on the Hub). Give every
+    Parquet file of a region: the shard plan depends on all its modalities.
+    """
+    by_region = group_by_region(release_files(paths))
+    unknown = sorted(set(regions or ()) - set(by_region))
+    if unknown:
+        raise ValueError(f"region(s) {unknown} not among the release files; found {sorted(by_region)}")
+    selected = [by_region[name] for name in (regions or sorted(by_region))]
+    inventories = (release_inventory(region_dir, files) for region_dir, files in selected)
+    return build_inventories(inventories, out, modalities=modalities, shard_size_mb=shard_size_mb,
+                             workers=workers, progress=progress)
+
+
+def release_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The release Parquet files named by ``paths``, folders expanded, sorted and unique."""
+    found: set[Path] = set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.update(p.resolve() for p in path.rglob("*.parquet") if p.is_file())
+        elif path.is_file():
+            found.add(path.resolve())
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    if not found:
+        raise FileNotFoundError(f"no *.parquet file under {[str(p) for p in paths]}")
+    return sorted(found)
+
+
+def group_by_region(files: list[Path]) -> dict[str, tuple[Path, list[Path]]]:
+    """``aoi -> (definition folder, Parquet files)``; the folder is the nearest ancestor holding a split CSV."""
+    groups: dict[str, tuple[Path, list[Path]]] = {}
+    for file in files:
+        region_dir = next((p for p in file.parents if _has_splits(p)), None)
+        if region_dir is None:
+            raise FileNotFoundError(f"{file}: no *_splits_*.csv in any folder above it; download the region's "
+                                    "split CSV next to its Parquet folders")
+        groups.setdefault(region_dir.name, (region_dir, []))[1].append(file)
+    return groups
+
+
+def _has_splits(folder: Path) -> bool:
+    return any(not p.stem.endswith("_parquet") for p in folder.glob("*_splits_*.csv"))
+
+
+def read_rows(file: Path) -> Iterator[ReleaseRow]:
+    """Every row of a release file (path, length, position), reading the small columns one row group at a time."""
+    parquet = pq.ParquetFile(file)
+    missing = sorted(set(PLAN_COLUMNS + ["content"]) - set(parquet.schema_arrow.names))
+    if missing:
+        raise ValueError(f"{file}: not a release Parquet file, missing column(s) {missing}")
+    for group in range(parquet.metadata.num_row_groups):
+        table = parquet.read_row_group(group, columns=PLAN_COLUMNS)
+        for index, (path, length) in enumerate(zip(table.column("path").to_pylist(),
+                                                   table.column("length").to_pylist())):
+            yield ReleaseRow(path, int(length), str(file), (group, index))
+
+
+def release_inventory(region_dir: Path, files: list[Path]) -> RegionInventory:
+    """Inventory of one region of the release, equal to ``scan_region`` of the same chips as a file tree."""
+    region = region_dir.name
+    stem, chips, problems = region_chips(region_dir)
+    inventory = RegionInventory(region, stem, chips, {}, problems=problems)
+    folders: dict[str, list[ReleaseRow]] = defaultdict(list)
+    for file in files:
+        for row in read_rows(file):
+            parts = row.parts
+            if len(parts) != 4 or parts[:2] != [region, stem]:
+                inventory.problems.append(f"{file}: row {row.path!r} is not {region}/{stem}/<folder>/<file>; ignored")
+                continue
+            folders[parts[2]].append(row)
+    known = {chip.chip_id for chip in chips}
+    for folder in sorted(folders):
+        modality = modality_for_folder(folder)
+        where = f"{region}/{stem}/{folder}"
+        if modality is None:
+            inventory.problems.append(f"{where}: unknown dataset folder, not registered; ignored")
+        elif modality.name in inventory.sources:
+            inventory.problems.append(f"{where}: second folder for {modality.name}; ignored")
+        else:
+            sources, strays = _folder_sources(folders[folder], modality.extension, known, inventory.problems)
+            inventory.sources[modality.name] = sources
+            if strays:
+                inventory.strays[modality.name] = strays
+                inventory.problems.append(f"{where}: {len(strays)} row(s) for chips not in the splits CSV, "
+                                          f"e.g. {strays[0]}")
+    return inventory
+
+
+def _folder_sources(rows: list[ReleaseRow], extension: str, known: set[str],
+                    problems: list[str]) -> tuple[dict[str, Source], list[str]]:
+    """Per chip: its file row, else its first marker row by name (as ``scan_region`` picks among files)."""
+    entries: dict[str, list[tuple[str, str, ReleaseRow]]] = defaultdict(list)
+    strays: list[str] = []
+    for row in sorted(rows, key=lambda r: (r.path, r.file, r.row)):
+        filename = row.parts[3]
+        entry = classify_entry(filename, extension)
+        if entry is None:
+            continue
+        chip_id, status = entry
+        if chip_id not in known:
+            strays.append(filename)
+            continue
+        entries[chip_id].append((status, filename, row))
+    chosen: dict[str, tuple[str, ReleaseRow]] = {}
+    for chip_id, candidates in entries.items():
+        files = [row for status, _, row in candidates if status == "file"]
+        if len(files) > 1:
+            problems.append(f"chip {chip_id}: {len(files)} rows for {files[0].path}; using {files[0].file}")
+        if files:
+            chosen[chip_id] = ("file", files[0])
+        else:
+            status, _, row = min(candidates, key=lambda candidate: candidate[1])
+            chosen[chip_id] = (status, row)
+    texts = _marker_texts([row for status, row in chosen.values() if status == "skipped"])
+    sources = {}
+    for chip_id, (status, row) in sorted(chosen.items()):
+        if status == "file":
+            sources[chip_id] = Source("file", row.path, row.length, path=row.file, row=row.row)
+        else:
+            detail = texts.get(row, MARKER_DETAIL.get(status, ""))
+            sources[chip_id] = Source(status, row.path, 0, detail=detail, path=row.file, row=row.row)
+    return sources, sorted(strays)
+
+
+def _marker_texts(rows: list[ReleaseRow]) -> dict[ReleaseRow, str]:
+    """Text of ``.skipped`` rows (the failure code), reading one row group's content at a time."""
+    by_group: dict[tuple[str, int], list[ReleaseRow]] = defaultdict(list)
+    for row in rows:
+        by_group[(row.file, row.row[0])].append(row)
+    texts = {}
+    for (file, group), members in sorted(by_group.items()):
+        content = pq.ParquetFile(file).read_row_group(group, columns=["content"]).column(0)
+        for row in members:
+            texts[row] = content[row.row[1]].as_py().decode("utf-8", errors="replace").strip()[:200]
+    return texts

@@ -1,0 +1,214 @@
+"""convert-release: the Hub release Parquet layout to shards equal to ``build``, with bounded memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import rasterio
+from rasterio.transform import from_bounds
+
+from builders.sample import RELEASE_SCHEMA, release_placeholder, write_release_parquet
+from shard_tools.cli import main as cli
+from shard_tools.release import convert_release, release_files, release_inventory
+from shard_tools.verify import verify_region
+from tests.conftest import SHARD_SIZE_MB
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def release(sample_chips, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("release")
+    write_release_parquet(sample_chips, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(release, tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("converted")
+    report = convert_release([release], out, shard_size_mb=SHARD_SIZE_MB)
+    return out, report
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and ".build" not in p.relative_to(root).parts}
+
+
+def tar_members(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar}
+
+
+def test_convert_is_byte_identical_to_build_except_the_placeholder(sample_chips, built, converted):
+    out, report = converted
+    region, stem, folder, filename = release_placeholder(sample_chips).split("/")
+    chip_id = filename.split(".")[0]
+    modality = {"s2rgbm-2020": "s2rgbm"}[folder]
+    rows = pq.read_table(built / region / "metadata" / f"{modality}.parquet").to_pylist()
+    shard = next(r["shard"] for r in rows if r["chip_id"] == chip_id)
+    expected_diff = {shard, f"metadata/{modality}.parquet", f"metadata/{modality}.shards.json"}
+    assert report.regions == ["conus", "europe", "pakin"]
+    for name in report.regions:
+        want, got = files_of(built / name), files_of(out / name)
+        assert sorted(want) == sorted(got)
+        differ = {path for path in want if want[path] != got[path]}
+        assert differ == (expected_diff if name == region else set()), name
+        assert verify_region(out / name) == []
+    # Within the differing shard only the placeholder chip's json member changes.
+    want, got = tar_members((built / region / shard).read_bytes()), tar_members((out / region / shard).read_bytes())
+    assert [n for n in want if want[n] != got[n]] == [f"{chip_id}.json"]
+    assert json.loads(want[f"{chip_id}.json"])["missing_reason"] == "absent: no file for this chip"
+    meta = json.loads(got[f"{chip_id}.json"])
+    assert meta["available"] is False and meta["missing_reason"].startswith("unreadable: not a GeoTIFF (48 bytes")
+    assert meta["source"]["file"] == f"{region}/{stem}/{folder}/{filename}" and meta["source"]["size"] == 48
+    assert any(chip_id in p and "not a GeoTIFF" in p for p in report.problems)
+
+
+def test_skipped_rows_become_json_only_samples_with_their_code(release):
+    inventory = release_inventory(release / "pakin", release_files([release / "pakin"]))
+    skipped = {m: s for m, sources in inventory.sources.items() for s in sources.values() if s.status == "skipped"}
+    assert {m: s.detail for m, s in skipped.items()} == {
+        "gunw": "TILE_NOT_FULLY_CONTAINED_IN_ANY_GRANULE", "gssic": "NO_GRANULES_FOUND"}
+    assert all(s.size == 0 and s.name.endswith(".skipped") for s in skipped.values())
+
+
+def test_planning_reads_content_only_of_row_groups_holding_skipped_rows(release, monkeypatch):
+    reads: list[tuple] = []
+    original = pq.ParquetFile.read_row_group
+
+    def spy(self, group, columns=None, **kwargs):
+        reads.append(tuple(columns or ()))
+        return original(self, group, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    inventory = release_inventory(release / "conus", release_files([release / "conus"]))
+    skipped = {(s.path, s.row[0]) for sources in inventory.sources.values() for s in sources.values()
+               if s.status == "skipped"}
+    assert reads.count(("content",)) == len(skipped) >= 1
+    assert set(reads) == {("path", "length"), ("content",)}
+
+
+def test_bad_release_input_is_explained(release, tmp_path):
+    with pytest.raises(ValueError, match="region"):
+        convert_release([release], tmp_path / "out", regions=["china"])
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        convert_release([tmp_path / "nothing"], tmp_path / "out")
+    lonely = tmp_path / "lonely" / "x.zstd.parquet"
+    lonely.parent.mkdir()
+    pq.write_table(pa.table({"path": ["a"], "length": [1]}), lonely)
+    with pytest.raises(FileNotFoundError, match="splits"):
+        convert_release([lonely], tmp_path / "out")
+    region = tmp_path / "r" / "pakin"
+    region.mkdir(parents=True)
+    for csv_file in (release / "pakin").glob("*.csv"):
+        (region / csv_file.name).write_bytes(csv_file.read_bytes())
+    pq.write_table(pa.table({"path": ["a"], "length": [1]}), region / "x.parquet")
+    with pytest.raises(ValueError, match="missing column"):
+        convert_release([region], tmp_path / "out")
+
+
+def test_foreign_and_stray_rows_are_reported_not_converted(release, tmp_path):
+    region = tmp_path / "pakin"
+    for path in (release / "pakin").rglob("*"):
+        if path.is_file():
+            (region / path.relative_to(release / "pakin")).parent.mkdir(parents=True, exist_ok=True)
+            (region / path.relative_to(release / "pakin")).write_bytes(path.read_bytes())
+    stem = next(region.glob("*.geojson")).stem
+    extra = [("pakin/%s/srtmdem/0000000000000.tif" % stem, b"x"), ("conus/other/srtmdem/1.tif", b"y")]
+    rows = [{"path": p, "modificationTime": None, "length": len(c), "content": c, "aoi": "pakin", "ds": "srtmdem"}
+            for p, c in extra]
+    pq.write_table(pa.Table.from_pylist(rows, schema=RELEASE_SCHEMA), region / stem / "srtmdem" / "extra.zstd.parquet")
+    inventory = release_inventory(region, release_files([region]))
+    assert inventory.strays == {"srtmdem": ["0000000000000.tif"]}
+    assert any("conus/other/srtmdem/1.tif" in p for p in inventory.problems)
+    assert "0000000000000" not in inventory.sources["srtmdem"]
+
+
+def test_cli_convert_release(release, tmp_path, capsys):
+    assert cli(["convert-release", str(release / "europe"), "--out", str(tmp_path), "--shard-size-mb", "1",
+                "--quiet"]) == 0
+    assert "built europe: 10 chips" in capsys.readouterr().out
+    assert verify_region(tmp_path / "europe") == []
+
+
+# ------------------------------------------------------------------------------------------ memory
+
+ROW_GROUP_CHIPS, CHIPS, SIDE = 8, 80, 512  # 2-band uint16 chips of ~1 MB, 10 row groups of ~8.4 MB
+
+
+def write_big_release(root: Path, aoi: str, chips: int) -> int:
+    """Region ``aoi``: one srtmdem Parquet file of incompressible GeoTIFFs in many row groups; its bytes."""
+    stem = f"{aoi}_partitions_aschips_0000000000000"
+    folder = root / aoi / stem / "srtmdem"
+    folder.mkdir(parents=True)
+    ids = [f"{i:013x}" for i in range(1, chips + 1)]
+    with open(root / aoi / f"{stem}_splits_60bands_angle09_60-20-20.csv", "w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["identifier", "split"])
+        writer.writerows([chip, "train"] for chip in ids)
+    rng = np.random.default_rng(0)
+    rows = []
+    for chip in ids:
+        array = rng.integers(0, 65535, size=(2, SIDE, SIDE), dtype=np.uint16)
+        with rasterio.MemoryFile() as memfile:
+            with memfile.open(driver="GTiff", width=SIDE, height=SIDE, count=2, dtype="uint16", crs="EPSG:4326",
+                              transform=from_bounds(0, 0, 0.04, 0.04, SIDE, SIDE)) as dataset:
+                dataset.write(array)
+            content = memfile.read()
+        rows.append({"path": f"{aoi}/{stem}/srtmdem/{chip}.tif", "modificationTime": None,
+                     "length": len(content), "content": content, "aoi": aoi, "ds": "srtmdem"})
+    table = pa.Table.from_pylist(rows, schema=RELEASE_SCHEMA)
+    pq.write_table(table, folder / "train-00000.zstd.parquet", compression="zstd", row_group_size=ROW_GROUP_CHIPS)
+    return sum(r["length"] for r in rows)
+
+
+MEASURE = """
+import json, sys, time
+from shard_tools.release import convert_release
+
+def status(key):  # bytes; VmHWM (peak RSS) restarts at exec, unlike ru_maxrss
+    line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
+    return int(line.split()[1]) * 1024
+
+root, out = sys.argv[1:]
+imports = status("VmRSS")
+convert_release([root], out, regions=["small"], shard_size_mb=8)
+small = status("VmHWM")
+started = time.perf_counter()
+report = convert_release([root], out, regions=["big"], shard_size_mb=8)
+seconds = time.perf_counter() - started
+print(json.dumps({"imports": imports, "small": small, "big": status("VmHWM"), "seconds": seconds,
+                  "bytes_in": report.bytes_in, "problems": report.problems}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from Linux procfs")
+def test_peak_memory_stays_bounded_by_row_groups_not_input(tmp_path):
+    """Peak RSS converting 10 row groups exceeds that of converting 2 by less than 2 row groups."""
+    root = tmp_path / "release"
+    write_big_release(root, "small", 2 * ROW_GROUP_CHIPS)
+    total = write_big_release(root, "big", CHIPS)
+    row_group = total / (CHIPS / ROW_GROUP_CHIPS)
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(root), str(tmp_path / "out")], cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert [p for p in result["problems"] if not p.endswith("geometry left empty")] == []
+    assert result["bytes_in"] == total
+    mb = {key: result[key] / 1e6 for key in ("imports", "small", "big")}
+    print(f"\nconvert-release: {total / 1e6:.1f} MB in {result['seconds']:.2f} s "
+          f"({total / 1e6 / result['seconds']:.1f} MB/s); RSS after imports {mb['imports']:.0f} MB, peak "
+          f"{mb['small']:.0f} MB for 2 row groups, {mb['big']:.0f} MB for {CHIPS // ROW_GROUP_CHIPS} "
+          f"row groups of {row_group / 1e6:.1f} MB")
+    assert result["big"] - result["small"] < 2 * row_group
+    assert verify_region(tmp_path / "out" / "big") == []
