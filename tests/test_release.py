@@ -15,7 +15,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from rasterio.transform import from_bounds
 
 from builders.sample import RELEASE_SCHEMA, release_placeholder, write_release_parquet
 from shard_tools.cli import main as cli
@@ -163,7 +162,7 @@ def write_big_release(root: Path, aoi: str, chips: int) -> int:
         array = rng.integers(0, 65535, size=(2, SIDE, SIDE), dtype=np.uint16)
         with rasterio.MemoryFile() as memfile:
             with memfile.open(driver="GTiff", width=SIDE, height=SIDE, count=2, dtype="uint16", crs="EPSG:4326",
-                              transform=from_bounds(0, 0, 0.04, 0.04, SIDE, SIDE)) as dataset:
+                              transform=rasterio.Affine(1e-4, 0, 0, 0, -1e-4, 0)) as dataset:
                 dataset.write(array)
             content = memfile.read()
         rows.append({"path": f"{aoi}/{stem}/srtmdem/{chip}.tif", "modificationTime": None,
