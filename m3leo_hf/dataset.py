@@ -133,16 +133,18 @@ class M3LEOStream(IterableDataset):
         for run in _runs(plan, positions):
             shard = self.shards[plan.shard_ids[run[0]]]
             wanted = plan.sample_ids[run].tolist()
+            present = [m for m in self.modalities if m in shard.files]
             streams = [read_samples(shard.files[m], shard.keys, wanted, verify=self.verify, retries=self.retries,
-                                    storage_options=self.storage_options) for m in self.modalities]
+                                    storage_options=self.storage_options) for m in present]
             try:
-                for position in run.tolist():
+                for position, index in zip(run.tolist(), wanted):
                     parts = [next(stream) for stream in streams]
                     keys = {sample["__key__"] for _, sample in parts}
-                    if len(keys) > 1 or len({index for index, _ in parts}) > 1:
-                        raise AlignmentError(f"{shard.region}/{shard.name}: modalities disagree at a position: "
-                                             f"{[(m, i, s['__key__']) for m, (i, s) in zip(self.modalities, parts)]}")
-                    yield position, {m: sample for m, (_, sample) in zip(self.modalities, parts)}
+                    if len(keys) > 1 or {i for i, _ in parts} - {index}:
+                        raise AlignmentError(f"{shard.region}/{shard.name}: modalities disagree at sample {index}: "
+                                             f"{[(m, i, s['__key__']) for m, (i, s) in zip(present, parts)]}")
+                    joined = {m: sample for m, (_, sample) in zip(present, parts)}
+                    yield position, {m: joined.get(m) or _absent(shard, index, m) for m in self.modalities}
                 for stream in streams:
                     next(stream, None)  # let each reader finish (checksum verification)
             finally:
@@ -156,7 +158,7 @@ class M3LEOStream(IterableDataset):
         meta = {"split": self.split, "shard": shard.name, "sample_index": index,
                 "padding": bool(plan.padding[position])}
         for modality, sample in raw.items():
-            arrays, info = decode(sample, shard.files[modality].url)
+            arrays, info = decode(sample, shard.files[modality].url if modality in shard.files else shard.region)
             available = bool(info.get("available", bool(arrays)))
             if available:
                 value = self.transforms[modality](arrays, info.get("fields", {}))
@@ -201,6 +203,13 @@ class M3LEOStream(IterableDataset):
                                            storage_options=self.storage_options))["fields"]
             self._placeholders[modality] = self.transforms[modality].placeholder(fields)
         return self._placeholders[modality]
+
+
+def _absent(shard: AlignedShard, index: int, modality: str) -> dict:
+    """The raw sample of a modality the shard's region does not have at all."""
+    info = {"chip_id": shard.keys[index], "region": shard.region, "modality": modality, "available": False,
+            "missing_reason": f"region {shard.region} has no {modality}"}
+    return {"__key__": shard.keys[index], "json": json.dumps(info).encode()}
 
 
 def _runs(plan: RankPlan, positions: np.ndarray) -> Iterator[np.ndarray]:

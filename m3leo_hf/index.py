@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import urllib.error
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -59,20 +60,28 @@ def load_region(root: str, modalities: Sequence[str], split: str, *, retries: in
         try:
             return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options)
         except OSError as exc:
-            raise FileNotFoundError(f"{root}: cannot read metadata/{name}; is it a built region with "
-                                    f"this modality? ({exc})") from exc
+            raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
 
     region, per_modality, stats, templates = None, {}, {}, {}
     for modality in modalities:
-        index = json.loads(fetch(f"{modality}.shards.json"))
+        stats[modality], templates[modality] = {}, None
+        try:
+            index = json.loads(fetch(f"{modality}.shards.json"))
+        except FileNotFoundError as exc:
+            if not _absent(exc):
+                raise
+            continue  # the region has no such modality (e.g. no GUNW over Europe): all chips lack it
         region = region or index.get("name", root.rstrip("/").rsplit("/", 1)[-1]).split("/")[0]
         table = pq.read_table(io.BytesIO(fetch(f"{modality}.parquet")), columns=COLUMNS)
         rows = table.filter(pc.equal(table["split"], split)).to_pylist()
         per_modality[modality] = _shard_files(root, modality, index, rows, split)
         stats[modality] = json.loads(fetch(f"{modality}.stats.json")).get("splits", {}).get("train", {})
         templates[modality] = _template(root, table.filter(table["available"]).slice(0, 1).to_pylist())
-    shards = _align(region or "", per_modality)
-    return RegionIndex(root, region or "", shards, stats, templates)
+    if not per_modality:
+        raise FileNotFoundError(f"{root}: no metadata/<modality>.shards.json for any of {list(modalities)}; "
+                                f"is it a built region?")
+    shards = _align(region, per_modality, modalities)
+    return RegionIndex(root, region, shards, stats, templates)
 
 
 def _shard_files(root: str, modality: str, index: Mapping, rows: list[dict], split: str) -> dict[str, tuple]:
@@ -96,8 +105,9 @@ def _shard_files(root: str, modality: str, index: Mapping, rows: list[dict], spl
     return out
 
 
-def _align(region: str, per_modality: Mapping[str, dict]) -> tuple[AlignedShard, ...]:
-    """Join the modalities' shards by name, checking they hold the same chips in the same order."""
+def _align(region: str, per_modality: Mapping[str, dict], modalities: Sequence[str]) -> tuple[AlignedShard, ...]:
+    """Join the modalities' shards by name, checking they hold the same chips in the same order;
+    modalities the region lacks have no files and no available chip."""
     first, *others = list(per_modality)
     names = list(per_modality[first])
     for modality in others:
@@ -114,7 +124,8 @@ def _align(region: str, per_modality: Mapping[str, dict]) -> tuple[AlignedShard,
                 raise AlignmentError(f"{region}/{name}: sample {at} is {_at(keys, at)!r} in {first} "
                                      f"but {_at(other, at)!r} in {modality}")
         shards.append(AlignedShard(region, name, keys, {m: per_modality[m][name][0] for m in per_modality},
-                                   {m: per_modality[m][name][2] for m in per_modality}))
+                                   {m: per_modality[m][name][2] if m in per_modality else np.zeros(len(keys), bool)
+                                    for m in modalities}))
     return tuple(shards)
 
 
@@ -123,6 +134,17 @@ def _template(root: str, rows: list[dict]) -> tuple[str, int, int] | None:
         return None
     member = next(m for m in rows[0]["members"] if m["name"] == "json")
     return join(root, rows[0]["shard"]), member["offset"], member["size"]
+
+
+def _absent(exc: BaseException) -> bool:
+    """Whether a metadata read failed because the file does not exist (locally, 404, fsspec)."""
+    while exc is not None:
+        if isinstance(exc, FileNotFoundError) and exc.__cause__ is None:
+            return True
+        if isinstance(exc, urllib.error.HTTPError):
+            return exc.code == 404
+        exc = exc.__cause__
+    return False
 
 
 def _at(keys: Sequence[str], position: int) -> str | None:

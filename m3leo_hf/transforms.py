@@ -10,7 +10,7 @@ label maps and fixed spatial size. Inputs and outputs are numpy arrays keyed by 
 * segmentation labels (esaworldcover, ``labels=True``): ``label`` (int64 class index 0..C-1 from
   the class codes, 255 = nodata/unknown, the ignore index) and ``presence`` (float32 multi-hot over
   the classes present);
-* other fields (coordinates, per-datepair vectors): unchanged.
+* 1-D y/x coordinates: cropped/padded like their grid; other fields (per-datepair vectors): unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from builders.registry import get_modality
 from shard_tools.stats import is_grid
 
 IGNORE_INDEX = 255
+Y_DIMS, X_DIMS = {"y", "lat", "latitude"}, {"x", "lon", "longitude"}
 Size = int | tuple[int, int]
 
 
@@ -82,11 +83,12 @@ def class_labels(codes: np.ndarray, class_codes: Sequence[int]) -> tuple[np.ndar
     return label, presence
 
 
-def center_crop_pad(array: np.ndarray, size: tuple[int, int], fill: float | int) -> np.ndarray:
-    """Centre-crop and/or pad the last two axes to ``size`` with ``fill``."""
-    out = np.full(array.shape[:-2] + tuple(size), fill, dtype=array.dtype)
+def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int) -> np.ndarray:
+    """Centre-crop and/or pad the last ``len(size)`` axes to ``size`` with ``fill``."""
+    lead = array.shape[:array.ndim - len(size)]
+    out = np.full(lead + tuple(size), fill, dtype=array.dtype)
     src, dst = [], []
-    for have, want in zip(array.shape[-2:], size):
+    for have, want in zip(array.shape[len(lead):], size):
         if have >= want:
             start = (have - want) // 2
             src.append(slice(start, start + want))
@@ -126,7 +128,7 @@ class ModalityTransform:
             field = fields.get(name, {})
             array = arrays[name]
             if not is_grid(field):
-                out[name] = array
+                out[name] = self._resize_coordinate(array, field)
             elif self.labels:
                 codes = self._resize(array.reshape(array.shape[-2:]), _fill(field))
                 out["label"], out["presence"] = class_labels(codes, self.modality.class_codes)
@@ -187,6 +189,17 @@ class ModalityTransform:
 
     def _resize(self, array: np.ndarray, fill: float | int) -> np.ndarray:
         return array if self.spatial_size is None else center_crop_pad(array, self.spatial_size, fill)
+
+    def _resize_coordinate(self, array: np.ndarray, field: Mapping) -> np.ndarray:
+        """A 1-D y/x coordinate follows its grid's crop/pad (NaN or 0 where padded)."""
+        dims = field.get("dims", [])
+        if self.spatial_size is None or len(dims) != 1 or array.ndim != 1:
+            return array
+        for axis, names in enumerate((Y_DIMS, X_DIMS)):
+            if dims[0] in names:
+                fill = np.nan if array.dtype.kind == "f" else 0
+                return center_crop_pad(array, self.spatial_size[axis:axis + 1], fill)
+        return array
 
 
 def _fill(field: Mapping) -> float | int:

@@ -252,3 +252,17 @@ def test_in_process_state_dict_resumes_exactly(stream_shards):
     assert head + [b["chip_id"] for b in resumed] == full
     with pytest.raises(ValueError, match="batch_size"):
         m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], batch_size=2, seed=5).load_state_dict(state)
+
+
+def test_region_without_a_modality(tmp_path, stream_shards):
+    europe = tmp_path / "europe"
+    shutil.copytree(stream_shards / "europe", europe)
+    for path in europe.glob("metadata/s2rgbm.*"):
+        path.unlink()
+    data = [str(stream_shards / "conus"), str(europe)]
+    masked = list(m3leo_hf.stream(data, modalities=["s1grd", "s2rgbm"], split="val", spatial_size=32))
+    assert {s["region"]: s["s2rgbm_available"] for s in masked} == {"conus": True, "europe": False}
+    assert all(s["meta"]["s2rgbm"]["missing_reason"] == "region europe has no s2rgbm"
+               for s in masked if s["region"] == "europe")
+    skipped = list(m3leo_hf.stream(data, modalities=["s1grd", "s2rgbm"], split="val", missing="skip"))
+    assert {s["region"] for s in skipped} == {"conus"}

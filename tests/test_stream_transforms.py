@@ -1,0 +1,56 @@
+"""Unit tests of m3leo_hf.transforms (numpy in, numpy out; shared with m3leo_hf.load)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from m3leo_hf.transforms import IGNORE_INDEX, ModalityTransform, center_crop_pad, class_labels, pool_stats
+
+S1_FIELD = {"dims": ["band", "y", "x"], "dtype": "uint16", "nodata": 0, "view_as": "int16",
+            "band_names": [f"b{i}" for i in range(3)]}
+
+
+def test_center_crop_pad_keeps_the_centre():
+    array = np.arange(5 * 4).reshape(1, 5, 4)
+    out = center_crop_pad(array, (3, 6), fill=-1)
+    assert out.shape == (1, 3, 6)
+    np.testing.assert_array_equal(out[0, :, 1:5], array[0, 1:4])
+    assert (out[0, :, [0, 5]] == -1).all()
+    np.testing.assert_array_equal(center_crop_pad(np.arange(4.0), (2,), fill=np.nan), [1.0, 2.0])
+
+
+def test_class_labels_and_presence():
+    codes = np.array([[10, 20, 0], [100, 95, 7]], dtype=np.uint8)
+    label, presence = class_labels(codes, (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100))
+    np.testing.assert_array_equal(label, [[0, 1, IGNORE_INDEX], [10, 9, IGNORE_INDEX]])
+    assert label.dtype == np.int64 and np.flatnonzero(presence).tolist() == [0, 1, 9, 10]
+
+
+def test_pool_stats_equals_stats_of_the_union():
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([10.0, 11.0])
+    part = lambda x: {"band_names": ["v"], "count": [len(x)], "mean": [x.mean()], "std": [x.std()]}  # noqa: E731
+    pooled = pool_stats([{"f": part(a)}, {"f": part(b)}, {}])["f"]
+    union = np.concatenate([a, b])
+    assert pooled["count"] == [5]
+    np.testing.assert_allclose([pooled["mean"][0], pooled["std"][0]], [union.mean(), union.std()])
+
+
+def test_view_as_band_selection_and_normalisation():
+    raw = np.array([[[0, 65535]], [[5, 65526]], [[3, 3]]], dtype=np.uint16)  # 65535 == -1 as int16
+    stats = {"s1grd": {"band_names": S1_FIELD["band_names"], "mean": [-1.0, 0.0, None], "std": [2.0, 5.0, 0.0]}}
+    out = ModalityTransform("s1grd", stats=stats, bands=["b2", "b0", "b1"], normalize=True)({"s1grd": raw},
+                                                                                          {"s1grd": S1_FIELD})
+    np.testing.assert_allclose(out["s1grd"], [[[3.0, 3.0]], [[0.0, 0.0]], [[1.0, -2.0]]])
+    raw_out = ModalityTransform("s1grd")({"s1grd": raw}, {"s1grd": S1_FIELD})["s1grd"]
+    assert raw_out.dtype == np.int16 and raw_out[0, 0, 1] == -1
+    with pytest.raises(KeyError, match="unknown band"):
+        ModalityTransform("s1grd", bands=["nope"])({"s1grd": raw}, {"s1grd": S1_FIELD})
+
+
+def test_placeholders_are_zeros_or_ignored_labels():
+    s1 = ModalityTransform("s1grd", spatial_size=4).placeholder({"s1grd": {**S1_FIELD, "shape": [3, 5, 5]}})
+    assert s1["s1grd"].shape == (3, 4, 4) and not s1["s1grd"].any()
+    field = {"dims": ["band", "y", "x"], "dtype": "uint8", "nodata": 0, "shape": [1, 3, 3]}
+    wc = ModalityTransform("esaworldcover").placeholder({"esaworldcover": field})
+    assert (wc["label"] == IGNORE_INDEX).all() and not wc["presence"].any()
