@@ -1,0 +1,130 @@
+"""Run one benchmark case in this (fresh) process and print its measurements as one JSON line.
+
+``python -m benchmarks.child '<spec json>'`` with spec ``{"kind": "read"|"build", "case", "params",
+"passes", "profile"}``. numpy and torch are imported before any clock starts (every case pays them);
+everything else (m3leo_hf, datasets, rasterio...) counts in the case's setup and time to first sample.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import pstats
+import statistics
+import sys
+import threading
+import time
+import zlib
+
+import numpy as np
+import psutil
+import torch
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    rss_start = psutil.Process().memory_info().rss
+    profiler = cProfile.Profile() if spec.get("profile") else None
+    sampler = _WorkerSampler() if spec["params"].get("workers", 0) > (spec["kind"] == "build") else None
+    result = (_read if spec["kind"] == "read" else _build)(spec, profiler)
+    result["rss_start_mb"] = rss_start / 2**20
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["peak_child_rss_mb"] = sampler.stop() if sampler else 0.0
+    if profiler is not None:
+        _write_profile(profiler, spec["profile"])
+    print(json.dumps(result))
+    return 0
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak RSS since exec (``VmHWM``; ``ru_maxrss`` would include the launcher's)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+
+
+class _WorkerSampler(threading.Thread):
+    """Largest summed RSS of this process's descendants (DataLoader / pool workers), sampled every
+    ``PERIOD_S``; it counts pages workers share with this process."""
+
+    PERIOD_S = 0.2
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self._done = 0, threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        me = psutil.Process()
+        while not self._done.wait(self.PERIOD_S):
+            total = 0
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> float:
+        self._done.set()
+        self.join()
+        return self.peak / 2**20
+
+
+def _read(spec: dict, profiler: cProfile.Profile | None) -> dict:
+    """Setup + a warm-up pass (time to first sample, tensor checksums), then ``passes`` timed passes."""
+    from benchmarks.reads import READ_CASES
+
+    started = time.perf_counter()
+    one_pass = READ_CASES[spec["case"]](spec["params"])
+    setup = time.perf_counter() - started
+    first, checksums = None, {}
+    for chip_id, tensors in one_pass():
+        first = first or time.perf_counter() - started
+        checksums[chip_id] = {key: _checksum(tensor) for key, tensor in sorted(tensors.items())}
+    times, samples, volume = [], 0, 0
+    for _ in range(spec["passes"]):
+        samples = volume = 0
+        if profiler:
+            profiler.enable()
+        begun = time.perf_counter()
+        for _, tensors in one_pass():
+            samples += 1
+            volume += sum(t.numel() * t.element_size() for t in tensors.values())
+        times.append(time.perf_counter() - begun)
+        if profiler:
+            profiler.disable()
+    median = statistics.median(times)
+    return {"samples": samples, "bytes": volume, "pass_s": times, "median_pass_s": median,
+            "samples_per_s": samples / median, "mb_per_s": volume / 2**20 / median, "setup_s": setup,
+            "first_sample_s": first, "checksums": checksums}
+
+
+def _build(spec: dict, profiler: cProfile.Profile | None) -> dict:
+    from benchmarks.builds import BUILD_CASES
+
+    if profiler:
+        profiler.enable()
+    started = time.perf_counter()
+    result = BUILD_CASES[spec["case"]](spec["params"])
+    seconds = time.perf_counter() - started
+    if profiler:
+        profiler.disable()
+    return {**result, "seconds": seconds, "chips_per_s": result["chips"] / seconds,
+            "mb_per_s": result["bytes_in"] / 2**20 / seconds}
+
+
+def _checksum(tensor: torch.Tensor) -> list:
+    array = np.ascontiguousarray(tensor.numpy())
+    return [str(array.dtype), list(array.shape), zlib.crc32(array.reshape(-1).view(np.uint8))]
+
+
+def _write_profile(profiler: cProfile.Profile, path: str) -> None:
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+    with open(path, "w") as handle:
+        handle.write(text.getvalue())
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
