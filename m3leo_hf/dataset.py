@@ -97,9 +97,9 @@ class M3LEOStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         plan = self.plan(self.epoch, workers)
-        todo = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
+        positions = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
                            seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
-        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, todo.positions))
+        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, positions))
         for item in self._items(samples):
             self._consumed += 1
             yield item

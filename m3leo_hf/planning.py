@@ -52,14 +52,6 @@ class RankPlan:
         return sum(self.worker_batches)
 
 
-@dataclass(frozen=True)
-class WorkerPlan:
-    """What one DataLoader worker yields: rank-range positions in output order, cut into batches."""
-
-    positions: np.ndarray
-    batch_size: int
-
-
 def shard_order(num_shards: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     """Shard visiting order for ``epoch``: a permutation seeded with ``seed + epoch`` or the identity."""
     if not shuffle:
@@ -159,11 +151,12 @@ def resume(worker_batches: Sequence[int], consumed: int) -> tuple[list[int], lis
 
 
 def plan_worker(plan: RankPlan, *, worker: int, consumed: int, shuffle_buffer: int,
-                seed: int, epoch: int, rank: int) -> WorkerPlan:
-    """Positions (into the rank range) that DataLoader worker ``worker`` yields, in order."""
+                seed: int, epoch: int, rank: int) -> np.ndarray:
+    """Positions (into the rank range) that DataLoader worker ``worker`` yields, in order; the
+    rank's ``consumed`` first batches (``resume``) are left out."""
     done, order = resume(plan.worker_batches, consumed)
     original = order[worker]
     start, stop = plan.worker_ranges[original]
     rng = np.random.default_rng([seed, epoch, rank, original])
     positions = start + buffer_order(stop - start, size=shuffle_buffer, rng=rng)
-    return WorkerPlan(positions[done[original] * plan.batch_size:], plan.batch_size)
+    return positions[done[original] * plan.batch_size:]

@@ -28,9 +28,9 @@ def rank_batches(eligible, *, rank, world_size, workers, batch_size, consumed=0,
                      num_workers=workers, **{k: options[k] for k in ("seed", "shuffle", "equalize", "drop_last")})
     per_worker = []
     for worker in range(workers):
-        todo = plan_worker(plan, worker=worker, consumed=consumed, shuffle_buffer=4, seed=options["seed"],
+        positions = plan_worker(plan, worker=worker, consumed=consumed, shuffle_buffer=4, seed=options["seed"],
                            epoch=epoch, rank=rank)
-        ids = [(int(plan.shard_ids[p]), int(plan.sample_ids[p])) for p in todo.positions]
+        ids = [(int(plan.shard_ids[p]), int(plan.sample_ids[p])) for p in positions]
         per_worker.append([ids[i:i + batch_size] for i in range(0, len(ids), batch_size)])
     return dataloader_order(per_worker)
 
