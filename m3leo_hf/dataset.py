@@ -31,7 +31,11 @@ class M3LEOStream(IterableDataset):
     current epoch, so a loaded position is kept); an iteration continues from the current position
     and, when it runs to the end, moves to the next epoch. ``state_dict()`` counts the items this
     object yielded in this process, so it is exact without DataLoader workers; with workers use
-    ``StatefulLoader``, which counts in the main process.
+    ``StatefulLoader``, which counts in the main process (a plain DataLoader with workers iterates
+    copies: call ``set_epoch`` every epoch, as with ``DistributedSampler``).
+
+    Create the stream after ``init_process_group`` (or pass ``rank`` and ``world_size``): workers
+    started with spawn/forkserver have no process group and use the values seen here.
     """
 
     def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],

@@ -7,6 +7,7 @@ import functools
 import http.server
 import io
 import json
+import re
 import shutil
 import tarfile
 import threading
@@ -210,23 +211,44 @@ def test_transient_errors_are_retried(stream_shards, monkeypatch):
         m3leo_hf.stream(roots(stream_shards), modalities=["s1grd"], retries=2)
 
 
-def test_http_root_streams_like_local(stream_shards):
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
+class Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files; with ``ranges``, answers ``Range: bytes=N-`` with 206 (the stdlib server ignores it)."""
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(stream_shards)))
+    ranges = False
+    ranged: list[str] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        path = Path(self.translate_path(self.path))
+        if not (self.ranges and match and path.is_file()):
+            return super().do_GET()
+        data = path.read_bytes()[int(match.group(1)):]
+        self.ranged.append(self.path)
+        self.send_response(206)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.mark.parametrize("ranges", [False, True])
+def test_http_root_streams_like_local(stream_shards, ranges):
+    handler = type("H", (Handler,), {"ranges": ranges, "ranged": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(stream_shards)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         options = dict(modalities=["s1grd", "s2rgbm"], seed=3, batch_size=2, shuffle_buffer=3, spatial_size=32)
         remote = m3leo_hf.stream([f"{base}/{r}" for r in REGIONS], **options)
         local = m3leo_hf.stream(roots(stream_shards), **options)
-        remote.load_state_dict({"epoch": 0, "batches": 3})  # starts mid-shard: stream-and-skip (no Range)
+        remote.load_state_dict({"epoch": 0, "batches": 3})  # starts mid-shard: ranged GET, or stream-and-skip
         local.load_state_dict({"epoch": 0, "batches": 3})
         for a, b in zip(remote, local, strict=True):
             assert a["chip_id"] == b["chip_id"]
             assert torch.equal(a["s1grd"], b["s1grd"]) and torch.equal(a["s2rgbm"], b["s2rgbm"])
+        assert bool(handler.ranged) == ranges
     finally:
         server.shutdown()
 
