@@ -17,8 +17,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from huggingface_hub import HfApi
 
 import m3leo_hf
+from local_hub import TEST_TOKEN, LocalHub, local_hub  # noqa: F401 - fixture
 from m3leo_hf import reader
 from m3leo_hf.transforms import IGNORE_INDEX
 from shard_tools.build import build
@@ -251,6 +253,19 @@ def test_http_root_streams_like_local(stream_shards, ranges):
         assert bool(handler.ranged) == ranges
     finally:
         server.shutdown()
+
+
+def test_hub_roots_https_resolve_and_hf(stream_shards, local_hub: LocalHub):
+    api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
+    api.create_repo("m3leo/conus", repo_type="dataset")
+    api.upload_folder(folder_path=str(stream_shards / "conus"), repo_id="m3leo/conus", repo_type="dataset")
+    options = dict(modalities=["s1grd", "s2rgbm"], seed=3, batch_size=2, spatial_size=32)
+    local = [b["chip_id"] for b in m3leo_hf.stream(str(stream_shards / "conus"), **options)]
+    https = m3leo_hf.stream(f"{local_hub.url}/datasets/m3leo/conus/resolve/main", verify_checksums=True, **options)
+    assert [b["chip_id"] for b in https] == local and https.regions[0].region == "conus"
+    hf = m3leo_hf.stream("hf://datasets/m3leo/conus", storage_options={"endpoint": local_hub.url}, **options)
+    hf.load_state_dict({"epoch": 0, "batches": 1})
+    assert [b["chip_id"] for b in hf] == local[1:]
 
 
 def test_in_process_state_dict_resumes_exactly(stream_shards):
