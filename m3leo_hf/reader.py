@@ -47,16 +47,16 @@ def join(root: str, relative: str) -> str:
     return f"{root.rstrip('/')}/{relative}" if is_url(root) else os.path.join(root, relative)
 
 
+class _RemoteEOF(Exception):
+    """A remote stream ended before the expected size."""
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, urllib.error.HTTPError):
         return exc.code == 429 or exc.code >= 500
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     return isinstance(exc, (OSError, TimeoutError, http.client.HTTPException, _RemoteEOF))
-
-
-class _RemoteEOF(Exception):
-    """A remote stream ended before the expected size."""
 
 
 def _open_http(url: str, offset: int) -> BinaryIO:
