@@ -1,0 +1,127 @@
+"""``m3leo-shard card``: README.md (Hub dataset card) and croissant.json for one built region.
+
+The YAML front matter declares one ``datasets`` config per modality (WebDataset tars, splits
+train/validation/test from ``<modality>/{train,val,test}-*.tar``) with its features, so
+``load_dataset(repo, "<modality>")`` infers nothing. The body is rendered from
+``templates/card.md.j2`` with facts read from the region (``dataset_cards.summary``). Output depends
+on the region's files only: same input, same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from dataset_cards.about import CITATION, LICENSE, PAPER
+from dataset_cards.croissant import croissant
+from dataset_cards.features import HF_SPLITS, column, dataset_info_yaml
+from dataset_cards.summary import ModalitySummary, RegionSummary, summarize
+from shard_tools.tarwriter import atomic_write_bytes
+
+TEMPLATES = Path(__file__).parent / "templates"
+BLANK_RUNS = re.compile(r"\n{3,}")
+TAGS = ["earth-observation", "remote-sensing", "satellite-imagery", "geospatial", "sentinel-1", "sentinel-2",
+        "sar", "insar", "multimodal", "webdataset"]
+SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+
+
+def write_card(region_dir: str | Path, repo_id: str | None = None) -> list[Path]:
+    """Write ``README.md`` and ``croissant.json`` into ``region_dir``; return their paths."""
+    root = Path(region_dir)
+    summary = summarize(root)
+    repo = repo_id or f"M3LEO/{summary.region}"
+    readme, jsonld = root / "README.md", root / "croissant.json"
+    atomic_write_bytes(readme, render_card(summary, repo).encode())
+    atomic_write_bytes(jsonld, croissant(summary, repo))
+    return [readme, jsonld]
+
+
+def render_card(summary: RegionSummary, repo_id: str) -> str:
+    front = yaml.safe_dump(front_matter(summary), sort_keys=False, allow_unicode=True, width=1000)
+    body = _environment().get_template("card.md.j2").render(
+        s=summary, repo=repo_id, hf_splits=HF_SPLITS, citation=CITATION, paper=PAPER, license=LICENSE,
+        example=_example_modality(summary), column=column)
+    body = BLANK_RUNS.sub("\n\n", body).strip()
+    return f"---\n{front}---\n\n{body}\n"
+
+
+def front_matter(summary: RegionSummary) -> dict:
+    return {
+        "pretty_name": f"M3LEO {summary.region} (aligned WebDataset shards)",
+        "license": LICENSE,
+        "task_categories": _tasks(summary),
+        "tags": TAGS,
+        "size_categories": [_size_category(summary.total_chips)],
+        "viewer": False,
+        "configs": [_config(m) for m in summary.modalities],
+        "dataset_info": [dataset_info_yaml(m) for m in summary.modalities],
+    }
+
+
+def _config(summary: ModalitySummary) -> dict:
+    return {"config_name": summary.name,
+            "data_files": [{"split": HF_SPLITS[split], "path": f"{summary.name}/{split}-*.tar"}
+                           for split in summary.chips]}
+
+
+def _tasks(summary: RegionSummary) -> list[str]:
+    kinds = {m.modality.label_kind for m in summary.modalities}
+    tasks = ["image-feature-extraction"]
+    if "segmentation" in kinds:
+        tasks += ["image-segmentation", "image-classification"]
+    if "regression" in kinds:
+        tasks.append("image-to-image")
+    return sorted(tasks)
+
+
+def _size_category(chips: int) -> str:
+    return next((label for limit, label in SIZE_CATEGORIES if chips < limit), "n>100M")
+
+
+def _example_modality(summary: RegionSummary) -> ModalitySummary:
+    """The modality the loading examples use: s1grd when present, else the first with data."""
+    with_data = [m for m in summary.modalities if m.fields] or summary.modalities
+    return next((m for m in with_data if m.name == "s1grd"), with_data[0])
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters.update(mb=_mb, num=_num, shape=_shape, code=_code, dates=_dates, zip=zip)
+    return env
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:,.1f} kB"
+
+
+def _num(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _shape(field) -> str:
+    """``(16, 447–449, 447–449)``: each axis, as a range when it varies between chips."""
+    axes = [str(lo) if lo == hi else f"{lo}–{hi}" for lo, hi in zip(field.min_shape, field.max_shape)]
+    return f"({', '.join(axes)})" if axes else "()"
+
+
+def _dates(dates: dict) -> str:
+    """``year 2020; seasons winter 2019-12-01..2020-02-28, ...`` from a registry ``dates`` entry."""
+    parts = []
+    for key, value in dates.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {'..'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value))
+        parts.append(f"{key.replace('_', ' ')} {value}")
+    return "; ".join(parts) or "not dated"
+
+
+def _code(value) -> str:
+    return "–" if value in (None, "", []) else f"`{value}`"
