@@ -1,0 +1,108 @@
+"""``load``: one modality of a region repo through ``datasets.load_dataset``, decoded to model-ready tensors.
+
+A thin layer: the result is the ``datasets`` object (``IterableDataset`` when streaming, ``Dataset``
+otherwise) with a transform attached (``.map`` when streaming, ``.with_transform`` otherwise) that runs
+``m3leo_hf.transforms.ModalityTransform`` (view_as, band selection, normalisation with the published
+train statistics, ESA WorldCover class indices and multi-label presence, centre crop/pad) and returns
+torch tensors. Everything else (``shuffle``, ``split_dataset_by_node``, ``take``, caching) is ``datasets``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import datasets
+import numpy as np
+
+from m3leo_hf.collate import to_torch
+from m3leo_hf.transforms import ModalityTransform, Size
+
+SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+META_COLUMNS = ("json", "__key__", "__url__")
+NPY = ".npy"
+
+
+def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train", *, streaming: bool = True,
+         normalize: bool = True, bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+         labels: bool = True, spatial_size: Size | None = None, available_only: bool = True, meta: bool = False,
+         revision: str | None = None, **load_kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
+    """``load_dataset(region_or_repo, modality, split=...)`` yielding ``{field: tensor, ..., "__key__": chip id}``.
+
+    ``region_or_repo``: a built region folder (with its README.md card) or a Hub dataset repo id.
+    ``split``: train, val/validation or test. ``normalize``: ``(x - mean) / std`` with the region's
+    published train statistics (float32; nodata and NaN -> 0). ``bands``: band names to keep.
+    ``labels``: ESA WorldCover -> ``label`` (int64 class index, 255 = ignore) and ``presence``
+    (float32 multi-hot). ``spatial_size``: centre crop/pad the last two axes (needed to batch chips,
+    whose sizes vary by a pixel or so). ``available_only``: drop chips without data for ``modality``
+    (otherwise they come with ``None`` arrays). ``meta``: also return the sample's JSON as ``json``.
+    Other keyword arguments go to ``datasets.load_dataset``.
+    """
+    if split not in SPLIT_NAMES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
+    source = os.fspath(region_or_repo)
+    stats = _train_stats(source, modality, revision) if normalize else None
+    transform = ModalityTransform(modality, stats=stats, bands=bands, normalize=normalize, labels=labels,
+                                  spatial_size=spatial_size)
+    ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
+                               revision=revision, **load_kwargs)
+    if available_only:
+        ds = ds.filter(lambda sample: sample["available"], input_columns="json")
+    decoder = _Decoder(transform, ds.features, meta)
+    if streaming:
+        return ds.map(decoder.example, remove_columns=list(ds.features))
+    return ds.with_transform(decoder.batch)
+
+
+class _Decoder:
+    """Arrays back from the ``datasets`` columns (lists of the declared dtype), transformed, as tensors."""
+
+    def __init__(self, transform: ModalityTransform, features: datasets.Features, meta: bool):
+        self.transform, self.meta = transform, meta
+        self.dtypes = {name[: -len(NPY)]: _leaf_dtype(feature) for name, feature in features.items()
+                       if name.endswith(NPY)}
+
+    def example(self, sample: dict) -> dict:
+        sample_meta = sample["json"]
+        out: dict[str, Any] = {}
+        if sample_meta["available"]:
+            arrays = {name: np.asarray(sample[name + NPY], dtype=dtype) for name, dtype in self.dtypes.items()
+                      if sample.get(name + NPY) is not None}
+            out.update(to_torch(self.transform(arrays, sample_meta["fields"])))
+        out["__key__"] = sample["__key__"]
+        if self.meta:
+            out["json"] = sample_meta
+        return out
+
+    def batch(self, batch: dict) -> dict:
+        rows = [self.example({key: values[i] for key, values in batch.items()})
+                for i in range(len(batch["__key__"]))]
+        keys = dict.fromkeys(key for row in rows for key in row if key not in META_COLUMNS)
+        keys.update(dict.fromkeys(key for key in META_COLUMNS if key in rows[0]))
+        return {key: [row.get(key) for row in rows] for key in keys}
+
+
+def _leaf_dtype(feature: Any) -> str:
+    while not isinstance(feature, datasets.Value):
+        feature = feature.feature
+    return feature.dtype
+
+
+def _train_stats(source: str, modality: str, revision: str | None) -> dict:
+    """The ``train`` split statistics of ``metadata/<modality>.stats.json`` (local folder or Hub repo)."""
+    name = f"metadata/{modality}.stats.json"
+    local = Path(source) / name
+    if local.is_file():
+        path = local
+    elif Path(source).is_dir():
+        raise FileNotFoundError(f"{local}: missing; normalize=True needs the region's published statistics")
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(source, name, repo_type="dataset", revision=revision))
+    stats = json.loads(path.read_text()).get("splits", {}).get("train")
+    if not stats:
+        raise ValueError(f"{source}: {name} has no train statistics; use normalize=False")
+    return stats

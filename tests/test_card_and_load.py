@@ -1,0 +1,302 @@
+"""Dataset card (README YAML configs + declared features, body, croissant.json) and loading through
+``datasets`` (streaming and not, every modality) and ``m3leo_hf.load``, checked against the source chips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import webdataset as wds
+import yaml
+from datasets.info import DatasetInfosDict
+from huggingface_hub import DatasetCard
+
+from builders import get_modality, read_chip
+from dataset_cards.card import write_card
+from dataset_cards.features import HF_SPLITS, modality_features
+from dataset_cards.summary import FieldSummary, _merge, summarize
+from m3leo_hf.hub import load
+from m3leo_hf.transforms import ModalityTransform
+from shard_tools.cli import main as cli
+from shard_tools.inventory import find_regions, scan_region
+
+REPO_ID = "M3LEO-test/conus"
+
+
+@pytest.fixture(scope="module")
+def regions(built, tmp_path_factory) -> dict[str, Path]:
+    """Private copies of built regions (the shared ``built`` stays untouched) with their cards."""
+    root = tmp_path_factory.mktemp("carded")
+    out = {}
+    for name in ("conus", "europe"):
+        shutil.copytree(built / name, root / name, ignore=shutil.ignore_patterns(".build"))
+        write_card(root / name, repo_id=REPO_ID if name == "conus" else None)
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("hf_cache"))
+
+
+@pytest.fixture(scope="module")
+def sources(sample_chips) -> dict[str, object]:
+    return {name: scan_region(path) for name, path in find_regions(sample_chips).items()}
+
+
+def front_matter(readme: Path) -> dict:
+    return yaml.safe_load(readme.read_text().split("---\n")[1])
+
+
+def source_arrays(inventory, modality: str, chip_id: str) -> dict[str, np.ndarray] | None:
+    source = inventory.source(modality, chip_id)
+    if source.status != "file":
+        return None
+    return read_chip(get_modality(modality), Path(source.path), chip_id).arrays
+
+
+def rows_of(region: Path, modality: str, split: str) -> list[dict]:
+    table = pq.read_table(region / "metadata" / f"{modality}.parquet", columns=["chip_id", "split", "available"])
+    return [r for r in table.to_pylist() if r["split"] == split]
+
+
+# ------------------------------------------------------------------------------------------ the card
+
+def test_front_matter_declares_one_config_per_modality_with_features(regions):
+    for name, region in regions.items():
+        meta = front_matter(region / "README.md")
+        modalities = [p.name[: -len(".shards.json")] for p in (region / "metadata").glob("*.shards.json")]
+        assert sorted(c["config_name"] for c in meta["configs"]) == sorted(modalities)
+        assert datasets.get_dataset_config_names(str(region)) == [c["config_name"] for c in meta["configs"]]
+        for config in meta["configs"]:
+            assert config["data_files"] == [{"split": HF_SPLITS[s], "path": f"{config['config_name']}/{s}-*.tar"}
+                                            for s in ("train", "val", "test")]
+        assert meta["license"] == "cc-by-4.0" and meta["viewer"] is False and meta["size_categories"] == ["n<1K"]
+        infos = DatasetInfosDict.from_dataset_card_data(DatasetCard.load(region / "README.md").data)
+        summary = summarize(region)
+        for modality in summary.modalities:
+            info = infos[modality.name]
+            assert info.features == modality_features(modality)
+            assert isinstance(info.features["json"], datasets.Json)
+            assert {s: i.num_examples for s, i in info.splits.items()} == {
+                HF_SPLITS[s]: n for s, n in modality.chips.items()}
+        assert "gunw" in [c["config_name"] for c in meta["configs"]] or name == "europe"
+
+
+def test_json_feature_yaml_spelling_round_trips(regions):
+    entry = next(e for e in front_matter(regions["conus"] / "README.md")["dataset_info"] if e["config_name"] == "s1grd")
+    assert entry["features"] == [
+        {"name": "s1grd.npy", "list": {"list": {"list": "uint16"}}}, {"name": "json", "dtype": "json"},
+        {"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
+    assert datasets.Features._from_yaml_list(entry["features"])["json"] == datasets.Json()
+
+
+def test_card_body_explains_modalities_splits_stats_and_loading(regions):
+    text = (regions["conus"] / "README.md").read_text()
+    summary = summarize(regions["conus"])
+    for modality in summary.modalities:
+        assert f"### `{modality.name}`" in text
+        assert f"metadata/{modality.name}.shards.json" in text
+        for field in modality.fields:
+            assert f"| `{field.name}.npy` | {field.dtype} |" in text
+    band = summary.modalities[0].stats["train"]["s1grd"]
+    assert f"| `s1grd` | winter_vvasc | {band['count'][0]} | {band['mean'][0]:.6g} | {band['std'][0]:.6g} |" in text
+    s1 = summary.modalities[0]
+    assert f"| `val` | `validation` | {s1.chips['val']} | {len(s1.split_shards('val'))} |" in text
+    assert "test 1/2" in text and "Missing: absent 1" in text  # s2rgbm lacks one test chip
+    assert "`datepair` axis has a different length for each chip" in text
+    assert "| 0 | 10 | tree cover |" in text and "read it as `int16`" in text
+    assert f'load_dataset("{REPO_ID}", "s1grd", split="train", streaming=True)' in text
+    assert "m3leo_hf.load(" in text and "m3leo_hf.stream(" in text and "wds.WebDataset(" in text
+    assert "arXiv" in text and "2406.04230" in text and "Allen, Matt" in text
+
+
+def test_card_is_deterministic_and_independent_of_location(regions, tmp_path):
+    region = regions["europe"]
+    before = {p: (region / p).read_bytes() for p in ("README.md", "croissant.json")}
+    copy = tmp_path / "europe"
+    shutil.copytree(region, copy)
+    assert write_card(region) == [region / "README.md", region / "croissant.json"]
+    write_card(copy)
+    for name, data in before.items():
+        assert (region / name).read_bytes() == data == (copy / name).read_bytes()
+
+
+def test_cli_card_and_errors(regions, tmp_path, capsys):
+    copy = tmp_path / "conus"
+    shutil.copytree(regions["conus"], copy)
+    assert cli(["card", str(copy), "--repo-id", "someone/else"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert 'load_dataset("someone/else", "s1grd"' in (copy / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="built region"):
+        write_card(tmp_path)
+
+
+def test_conflicting_field_types_are_refused():
+    found = {"x": FieldSummary("x", "float32", (3, 4), (3, 4))}
+    _merge(found, "x", "float32", (3, 5), "a.tar")
+    assert found["x"].min_shape == (3, 4) and found["x"].max_shape == (3, 5)
+    with pytest.raises(ValueError, match="one feature type"):
+        _merge(found, "x", "float64", (3, 4), "b.tar")
+
+
+def test_croissant_describes_every_file_and_field(regions):
+    region = regions["conus"]
+    doc = json.loads((region / "croissant.json").read_text())
+    assert doc["@type"] == "sc:Dataset" and doc["conformsTo"] == "http://mlcommons.org/croissant/1.0"
+    objects = {d["@id"]: d for d in doc["distribution"] if d["@type"] == "cr:FileObject"}
+    sets = {d["@id"]: d for d in doc["distribution"] if d["@type"] == "cr:FileSet"}
+    summary = summarize(region)
+    for modality in summary.modalities:
+        for shard in modality.shards:
+            obj = objects[shard.url]
+            assert obj["sha256"] == shard.sha256 and obj["contentSize"] == f"{shard.filesize} B"
+            assert obj["contentUrl"] == f"https://huggingface.co/datasets/{REPO_ID}/resolve/main/{shard.url}"
+        record = next(r for r in doc["recordSet"] if r["@id"] == modality.name)
+        assert [f["name"] for f in record["field"]] == ["chip_id", "available"] + [f.name for f in modality.fields]
+    for file_set in sets.values():
+        assert all(ref["@id"] in objects for ref in file_set["containedIn"])
+    for record in doc["recordSet"]:
+        assert record["key"]["@id"] in {f["@id"] for f in record["field"]}
+        for field in record["field"]:
+            source = field["source"]
+            assert (source.get("fileSet", {}).get("@id") in sets) or (source["fileObject"]["@id"] in objects)
+    chips = next(r for r in doc["recordSet"] if r["@id"] == "chips")
+    assert {f["name"] for f in chips["field"]} <= set(pq.read_schema(region / "metadata" / "chips.parquet").names)
+
+
+def test_croissant_validates_with_mlcroissant(regions):
+    mlc = pytest.importorskip("mlcroissant")
+    mlc.Dataset(jsonld=str(regions["conus"] / "croissant.json"))
+
+
+# --------------------------------------------------------------------------- loading with datasets
+
+def check_example(example: dict, arrays: dict | None, features: datasets.Features, widen: bool) -> None:
+    """Values equal the source chip; dtypes are the stored ones, or datasets' int64/float32 when ``widen``.
+    (The numpy/torch formats also turn the json dict's leaves into arrays, hence ``bool(...)``.)"""
+    columns = [c for c in features if c.endswith(".npy")]
+    if arrays is None:
+        assert not bool(example["json"]["available"]) and all(missing(example[c]) for c in columns)
+        return
+    assert bool(example["json"]["available"]) and sorted(columns) == sorted(f"{n}.npy" for n in arrays)
+    for name, expected in arrays.items():
+        got = example[f"{name}.npy"]
+        got = got.numpy() if isinstance(got, torch.Tensor) else got
+        if widen:  # datasets' numpy/torch formats may widen integers to int64 and floats to float32
+            got = np.asarray(got)
+            assert got.dtype in (expected.dtype, np.int64 if expected.dtype.kind in "iub" else np.float32)
+            expected = expected.astype(got.dtype)
+        else:  # python lists/scalars, or arrays with the stored dtype
+            assert not isinstance(got, np.ndarray) or got.dtype == expected.dtype
+            got = np.asarray(got, dtype=expected.dtype)
+        assert got.shape == expected.shape and np.array_equal(got, expected, equal_nan=True), name
+
+
+def missing(value) -> bool:
+    """No data: None (prepared numpy/torch formats turn a None next to stackable rows into NaN)."""
+    if value is None:
+        return True
+    value = np.asarray(value.numpy() if isinstance(value, torch.Tensor) else value)
+    return value.ndim == 0 and bool(np.isnan(value))
+
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "prepared"])
+def test_load_dataset_every_modality_and_split_equals_source_chips(regions, sources, cache_dir, streaming):
+    region, inventory = regions["conus"], sources["conus"]
+    formats = [("numpy", True), ("torch", True), (None, False)] + ([] if streaming else [("numpy-native", False)])
+    for modality in inventory.modalities:
+        splits = datasets.load_dataset(str(region), modality, streaming=streaming, cache_dir=cache_dir)
+        assert list(splits) == list(HF_SPLITS.values())
+        for split, hf_split in HF_SPLITS.items():
+            ds = splits[hf_split]
+            assert ds.features == modality_features(summarize_cached(region, modality))
+            rows = rows_of(region, modality, split)
+            expected = [source_arrays(inventory, modality, row["chip_id"]) for row in rows]
+            for fmt, widen in formats:
+                view = (ds.with_format("numpy", dtype=None) if fmt == "numpy-native" else
+                        ds.with_format(fmt) if fmt else ds)
+                examples = list(view)
+                assert [str(e["__key__"]) for e in examples] == [r["chip_id"] for r in rows]
+                for example, arrays in zip(examples, expected):
+                    check_example(example, arrays, ds.features, widen)
+            assert sum(not r["available"] for r in rows) == sum(
+                inventory.source(modality, r["chip_id"]).status != "file" for r in rows)
+
+
+_SUMMARIES: dict[Path, object] = {}
+
+
+def summarize_cached(region: Path, modality: str):
+    if region not in _SUMMARIES:
+        _SUMMARIES[region] = summarize(region)
+    return next(m for m in _SUMMARIES[region].modalities if m.name == modality)
+
+
+def test_plain_webdataset_reads_the_same_samples(regions, sources):
+    region, inventory = regions["conus"], sources["conus"]
+    rows = rows_of(region, "s1grd", "train")
+    url = f"{region}/s1grd/train-{{000000..{len(summarize_cached(region, 's1grd').split_shards('train')) - 1:06d}}}.tar"
+    samples = list(wds.WebDataset(url, shardshuffle=False).decode())
+    assert [s["__key__"] for s in samples] == [r["chip_id"] for r in rows]
+    for sample in samples:
+        expected = source_arrays(inventory, "s1grd", sample["__key__"])["s1grd"]
+        assert sample["s1grd.npy"].dtype == np.uint16 and np.array_equal(sample["s1grd.npy"], expected)
+
+
+# ------------------------------------------------------------------------------------ m3leo_hf.load
+
+@pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "prepared"])
+def test_m3leo_load_gives_model_ready_tensors(regions, sources, cache_dir, streaming):
+    region, inventory = regions["conus"], sources["conus"]
+    stats = json.loads((region / "metadata" / "s1grd.stats.json").read_text())["splits"]["train"]
+    bands = ["winter_vvasc", "winter_vhasc"]
+    ds = load(region, "s1grd", "val", streaming=streaming, spatial_size=30, bands=bands, cache_dir=cache_dir)
+    assert isinstance(ds, datasets.IterableDataset if streaming else datasets.Dataset)
+    transform = ModalityTransform("s1grd", stats=stats, bands=bands, normalize=True, spatial_size=30)
+    got = list(ds)
+    assert [g["__key__"] for g in got] == [r["chip_id"] for r in rows_of(region, "s1grd", "val")]
+    for sample in got:
+        arrays = source_arrays(inventory, "s1grd", sample["__key__"])
+        expected = transform(arrays, {"s1grd": {"dims": ["band", "y", "x"], "nodata": 0, "view_as": "int16",
+                                                "band_names": list(get_modality("s1grd").band_names)}})
+        assert sample["s1grd"].dtype == torch.float32 and tuple(sample["s1grd"].shape) == (2, 30, 30)
+        assert torch.equal(sample["s1grd"], torch.from_numpy(expected["s1grd"]))
+
+    labels = list(load(region, "esaworldcover", "train", streaming=streaming, spatial_size=32, cache_dir=cache_dir))
+    for sample in labels:
+        codes = source_arrays(inventory, "esaworldcover", sample["__key__"])["esaworldcover"][0]
+        assert sample["label"].dtype == torch.int64 and sample["presence"].dtype == torch.float32
+        classes = get_modality("esaworldcover").class_codes
+        present = {classes.index(c) for c in np.unique(codes) if c in classes}
+        assert set(torch.nonzero(sample["presence"]).flatten().tolist()) == present
+        assert set(torch.unique(sample["label"]).tolist()) <= present | {255}
+
+
+def test_m3leo_load_keeps_or_drops_chips_without_data(regions, cache_dir):
+    region = regions["conus"]
+    rows = rows_of(region, "s2rgbm", "test")
+    missing = [r["chip_id"] for r in rows if not r["available"]]
+    assert len(missing) == 1
+    kept = list(load(region, "s2rgbm", "test", normalize=False, available_only=False, meta=True))
+    assert [k["__key__"] for k in kept] == [r["chip_id"] for r in rows]
+    absent = next(k for k in kept if k["__key__"] == missing[0])
+    assert absent["json"]["available"] is False and "s2rgbm" not in absent
+    dropped = load(region, "s2rgbm", "test", streaming=False, normalize=False, cache_dir=cache_dir)
+    assert [d["__key__"] for d in dropped] == [r["chip_id"] for r in rows if r["available"]]
+    assert dropped[0]["s2rgbm"].dtype == torch.uint8
+
+
+def test_m3leo_load_batches_with_a_dataloader(regions):
+    ds = load(regions["conus"], "s1grd", "train", spatial_size=32)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["s1grd"].shape == (4, 16, 32, 32) and len(batch["__key__"]) == 4
+    with pytest.raises(ValueError, match="split"):
+        load(regions["conus"], "s1grd", "training")
