@@ -144,12 +144,12 @@ class ModalityTransform:
                 for name, value in self(arrays, template).items()}
 
     def _grid(self, name: str, array: np.ndarray, field: Mapping, wanted: list[int] | None) -> np.ndarray:
-        invalid = nodata_mask(array, field.get("nodata"))
+        invalid = nodata_mask(array, field.get("nodata")) if self.normalize else None
         array = view_as(array, field)
         lead = array.shape[:-2]
         if wanted is not None:
             array = array.reshape((-1,) + array.shape[-2:])[wanted]
-            invalid = invalid.reshape((-1,) + invalid.shape[-2:])[wanted]
+            invalid = None if invalid is None else invalid.reshape((-1,) + invalid.shape[-2:])[wanted]
         if self.normalize:
             mean, std = self._moments(name, lead, wanted)
             array = normalize(array, mean, std, invalid)
