@@ -14,21 +14,24 @@ import hashlib
 import http.client
 import io
 import json
+import math
 import os
 import tarfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import fsspec
 import numpy as np
 from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys, tar_file_iterator
+from webdataset.tariterators import group_by_keys
 
 BACKOFF_S = 0.5
 CHUNK = 1 << 20
+EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                    tarfile.GNUTYPE_LONGLINK)
 
 
 class ShardError(RuntimeError):
@@ -103,29 +106,38 @@ class RetryingReader(io.RawIOBase):
         return f"<{self.url} at byte {self.position}>"
 
     def read(self, n: int = -1) -> bytes:
+        data = self._retrying(lambda stream: stream.read(n), n)
+        self._advance(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        """Read straight into ``buffer`` (no intermediate bytes object)."""
+        view = memoryview(buffer).cast("B")
+        count = self._retrying(lambda stream: _fill(stream, view), len(view))
+        self._advance(view[:count])
+        return count
+
+    def _retrying(self, operation: Callable[[BinaryIO], Any], n: int) -> Any:
+        """``operation(stream)``, reopening at the current byte on transient errors."""
         for attempt in range(self.retries + 1):
             try:
                 if self._stream is None:
                     self._stream = open_source(self.url, self.position, self.storage_options)
-                data = self._stream.read(n)
-                if not data and n and self.size is not None and self.position < self.size and is_url(self.url):
+                result = operation(self._stream)
+                if not result and n and self.size is not None and self.position < self.size and is_url(self.url):
                     raise _RemoteEOF(f"stream ended at byte {self.position} of {self.size}")
-                break
+                return result
             except Exception as exc:  # noqa: BLE001 - classified below
                 self._drop()
                 if not _transient(exc) or attempt == self.retries:
                     raise OSError(f"{self.url}: read failed at byte {self.position} after {attempt + 1} "
                                   f"attempt(s): {exc}") from exc
                 time.sleep(BACKOFF_S * 2**attempt)
+
+    def _advance(self, data) -> None:
         self.position += len(data)
         if self.hash is not None:
             self.hash.update(data)
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def drain(self) -> None:
         """Read (and hash) to the end of the source."""
@@ -143,6 +155,15 @@ class RetryingReader(io.RawIOBase):
             except Exception:  # noqa: BLE001 - a broken stream may fail to close; it is discarded anyway
                 pass
             self._stream = None
+
+
+def _fill(stream: BinaryIO, view: memoryview) -> int:
+    """``stream.readinto(view)``, or a read and a copy for streams without ``readinto``."""
+    if hasattr(stream, "readinto"):
+        return stream.readinto(view)
+    data = stream.read(len(view))
+    view[:len(data)] = data
+    return len(data)
 
 
 def read_bytes(url: str, *, retries: int = 3, storage_options: Mapping | None = None,
@@ -181,7 +202,7 @@ def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *
     start = 0 if verify else first
     reader = RetryingReader(shard.url, int(shard.offsets[start]) if start else 0, size=shard.filesize,
                             retries=retries, storage_options=storage_options, sha256=verify)
-    members = _Tracked(tar_file_iterator(reader), shard.url)
+    members = _Tracked(tar_members(reader), shard.url)
     want = iter(wanted)
     target = next(want)
     index = start
@@ -214,6 +235,43 @@ def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *
         reader.close()
 
 
+def tar_members(reader: RetryingReader) -> Iterator[dict]:
+    """Regular-file members ``{"fname", "data"}`` of an uncompressed tar read sequentially from
+    ``reader``; each payload is read in one call into its own uninitialised uint8 array, so ``.npy``
+    members decode without a copy. A header failing its checksum or a payload cut short raises
+    ``tarfile.ReadError``."""
+    while True:
+        header = _read_exact(reader, tarfile.BLOCKSIZE)
+        if not len(header):
+            return
+        try:
+            info = tarfile.TarInfo.frombuf(header.tobytes(), tarfile.ENCODING, "surrogateescape")
+        except tarfile.EOFHeaderError:  # the end-of-archive zero block
+            return
+        except tarfile.HeaderError as exc:
+            raise tarfile.ReadError(f"invalid header at byte {reader.position - len(header)}: {exc}") from None
+        if info.type in EXTENDED_HEADERS:
+            raise tarfile.ReadError(f"member {info.name}: pax/GNU extended headers are not used by shards (USTAR)")
+        data = _read_exact(reader, info.size)
+        padding = -info.size % tarfile.BLOCKSIZE
+        if len(data) < info.size or len(_read_exact(reader, padding)) < padding:
+            raise tarfile.ReadError(f"unexpected end of data in member {info.name}")
+        if info.isreg():
+            yield {"fname": info.name, "data": data}
+
+
+def _read_exact(reader: RetryingReader, size: int) -> np.ndarray:
+    """``size`` bytes of ``reader`` in an uninitialised uint8 array; shorter only at the end of the source."""
+    buffer = np.empty(size, dtype=np.uint8)
+    filled = 0
+    while filled < size:
+        count = reader.readinto(buffer[filled:])
+        if not count:
+            return buffer[:filled]
+        filled += count
+    return buffer
+
+
 class _Tracked:
     """Passes tar members through, remembering the last member name (for error messages)."""
 
@@ -231,7 +289,7 @@ def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays of the ``.npy`` members and the parsed ``json`` member of a raw sample."""
     key = sample["__key__"]
     try:
-        info = json.loads(sample["json"])
+        info = json.loads(bytes(sample["json"]))
     except KeyError:
         raise ShardError(f"{url}: sample {key!r} has no json member") from None
     except ValueError as exc:
@@ -240,7 +298,26 @@ def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
     for name, data in sample.items():
         if name.endswith(".npy"):
             try:
-                arrays[name[:-4]] = np.load(io.BytesIO(data), allow_pickle=False)
+                arrays[name[:-4]] = npy_array(data)
             except (ValueError, OSError, EOFError) as exc:
                 raise ShardError(f"{url}: member {key}.{name} is not a valid .npy array: {exc}") from None
     return arrays, info
+
+
+def npy_array(data: bytes | bytearray | np.ndarray) -> np.ndarray:
+    """The array of a ``.npy`` payload, viewing ``data`` in place for format versions 1 and 2
+    (writable when ``data`` is); other versions go through ``np.load``."""
+    view = memoryview(data)
+    major = view[6] if len(view) >= 10 and view[:6] == b"\x93NUMPY" else None
+    if major not in (1, 2):
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    width = 2 if major == 1 else 4
+    start = 8 + width + int.from_bytes(view[8:8 + width], "little")
+    head = io.BytesIO(view[:start])
+    version = np.lib.format.read_magic(head)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = reader(head)
+    if dtype.hasobject or any(d < 0 for d in shape):
+        raise ValueError(f"object dtype or negative shape in header: {dtype}, {shape}")
+    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start)
+    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
