@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import datasets
 import numpy as np
@@ -50,27 +50,24 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
                                revision=revision, **load_kwargs)
     if available_only:
         ds = ds.filter(lambda sample: sample["available"], input_columns="json")
-    decoder = _Decoder(transform, ds.features, meta)
     if streaming:
+        decoder = _Decoder(transform, meta, _columns_reader(ds.features))
         return ds.map(decoder.example, remove_columns=list(ds.features))
-    return ds.with_transform(decoder.batch)
+    decoder = _Decoder(transform, meta, _RowReader(ds))
+    return ds.with_transform(decoder.batch, columns=list(META_COLUMNS))
 
 
 class _Decoder:
-    """Arrays back from the ``datasets`` columns (lists of the declared dtype), transformed, as tensors."""
+    """Arrays of a sample, transformed, as tensors; ``read(sample)`` gives the arrays of an available sample."""
 
-    def __init__(self, transform: ModalityTransform, features: datasets.Features, meta: bool):
-        self.transform, self.meta = transform, meta
-        self.dtypes = {name[: -len(NPY)]: _leaf_dtype(feature) for name, feature in features.items()
-                       if name.endswith(NPY)}
+    def __init__(self, transform: ModalityTransform, meta: bool, read: Callable[[dict], dict[str, np.ndarray]]):
+        self.transform, self.meta, self.read = transform, meta, read
 
     def example(self, sample: dict) -> dict:
         sample_meta = sample["json"]
         out: dict[str, Any] = {}
         if sample_meta["available"]:
-            arrays = {name: np.asarray(sample[name + NPY], dtype=dtype) for name, dtype in self.dtypes.items()
-                      if sample.get(name + NPY) is not None}
-            out.update(to_torch(self.transform(arrays, sample_meta["fields"])))
+            out.update(to_torch(self.transform(self.read(sample), sample_meta["fields"])))
         out["__key__"] = sample["__key__"]
         if self.meta:
             out["json"] = sample_meta
@@ -82,6 +79,30 @@ class _Decoder:
         keys = dict.fromkeys(key for row in rows for key in row if key not in META_COLUMNS)
         keys.update(dict.fromkeys(key for key in META_COLUMNS if key in rows[0]))
         return {key: [row.get(key) for row in rows] for key in keys}
+
+
+def _columns_reader(features: datasets.Features) -> Callable[[dict], dict[str, np.ndarray]]:
+    """Streaming samples carry their arrays as (lists of) numpy arrays: restore the declared dtype."""
+    dtypes = {name: _leaf_dtype(feature) for name, feature in features.items() if name.endswith(NPY)}
+
+    def read(sample: dict) -> dict[str, np.ndarray]:
+        return {name[: -len(NPY)]: np.asarray(sample[name], dtype=dtype) for name, dtype in dtypes.items()
+                if sample.get(name) is not None}
+    return read
+
+
+class _RowReader:
+    """Arrays of a prepared dataset's row by chip key, through its numpy format with stored dtypes: the
+    python lists a ``with_transform`` function receives are several times slower to turn into arrays."""
+
+    def __init__(self, ds: datasets.Dataset):
+        columns = [name for name in ds.features if name.endswith(NPY)]
+        self.rows = ds.with_format("numpy", columns=columns, dtype=None)
+        self.position = {key: i for i, key in enumerate(ds["__key__"])}
+
+    def __call__(self, sample: dict) -> dict[str, np.ndarray]:
+        row = self.rows[self.position[sample["__key__"]]]
+        return {name[: -len(NPY)]: value for name, value in row.items() if value is not None}
 
 
 def _leaf_dtype(feature: Any) -> str:

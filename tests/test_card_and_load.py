@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -16,6 +18,7 @@ import webdataset as wds
 import yaml
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
+from local_hub import TEST_TOKEN, LocalHub, local_hub  # noqa: F401 - fixture
 
 from builders import get_modality, read_chip
 from dataset_cards.card import write_card
@@ -25,6 +28,7 @@ from m3leo_hf.hub import load
 from m3leo_hf.transforms import ModalityTransform
 from shard_tools.cli import main as cli
 from shard_tools.inventory import find_regions, scan_region
+from shard_tools.publish import publish
 
 REPO_ID = "M3LEO-test/conus"
 
@@ -269,6 +273,10 @@ def test_m3leo_load_gives_model_ready_tensors(regions, sources, cache_dir, strea
                                                 "band_names": list(get_modality("s1grd").band_names)}})
         assert sample["s1grd"].dtype == torch.float32 and tuple(sample["s1grd"].shape) == (2, 30, 30)
         assert torch.equal(sample["s1grd"], torch.from_numpy(expected["s1grd"]))
+    if not streaming:  # rows keep their arrays through datasets' reordering
+        picked = ds.select([1, 0])
+        assert [picked[i]["__key__"] for i in (0, 1)] == [got[1]["__key__"], got[0]["__key__"]]
+        assert torch.equal(picked[0]["s1grd"], got[1]["s1grd"])
 
     labels = list(load(region, "esaworldcover", "train", streaming=streaming, spatial_size=32, cache_dir=cache_dir))
     for sample in labels:
@@ -300,3 +308,36 @@ def test_m3leo_load_batches_with_a_dataloader(regions):
     assert batch["s1grd"].shape == (4, 16, 32, 32) and len(batch["__key__"]) == 4
     with pytest.raises(ValueError, match="split"):
         load(regions["conus"], "s1grd", "training")
+
+
+HUB_SCRIPT = """
+import json, sys
+import m3leo_hf.hub as hub
+from datasets import load_dataset
+repo = sys.argv[1]
+out = {"raw": [e["__key__"] for e in load_dataset(repo, "s1grd", split="validation", streaming=True)]}
+for streaming in (True, False):
+    ds = hub.load(repo, "esaworldcover", "val", streaming=streaming, spatial_size=32)
+    out[str(streaming)] = [[e["__key__"], e["label"].sum().item(), e["presence"].tolist()] for e in ds]
+print(json.dumps(out))
+"""
+
+
+def test_load_from_a_hub_repo_id(regions, local_hub: LocalHub, tmp_path):
+    """The published repo (card included) loads by repo id; stats come through hf_hub_download."""
+    region = tmp_path / "conus"
+    shutil.copytree(regions["conus"], region)
+    for modality in {p.name for p in region.iterdir() if p.is_dir()} - {"s1grd", "esaworldcover", "metadata"}:
+        shutil.rmtree(region / modality)
+        for suffix in (".parquet", ".shards.json", ".stats.json"):
+            (region / "metadata" / f"{modality}{suffix}").unlink()
+    write_card(region, repo_id="m3leo/conus")
+    publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
+    done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "m3leo/conus"], env=local_hub.client_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["raw"] == [r["chip_id"] for r in rows_of(region, "s1grd", "val")]
+    local = [[e["__key__"], e["label"].sum().item(), e["presence"].tolist()]
+             for e in load(region, "esaworldcover", "val", spatial_size=32)]
+    assert result["True"] == result["False"] == local and local
