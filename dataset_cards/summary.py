@@ -77,6 +77,7 @@ class RegionSummary:
     root: Path
     modalities: list[ModalitySummary]
     chips: dict[str, int]  # split -> chips
+    complete: dict[str, int]  # split -> chips with data in every modality of the region
     bounds: tuple[float, float, float, float] | None  # west, south, east, north of all chips
 
     @property
@@ -101,8 +102,10 @@ def summarize(region_dir: str | Path) -> RegionSummary:
         raise FileNotFoundError(f"{meta}: no <modality>.shards.json; is {root} a built region?")
     region = chips[0]["region"] if chips else root.name
     counts = Counter(c["split"] for c in chips)
+    complete = Counter(c["split"] for c in chips if all(c.get(f"has_{n}") for n in names))
     return RegionSummary(region, root, [_modality(root, MODALITIES[n]) for n in names],
-                         {s: counts[s] for s in SPLITS if counts[s]}, _bounds(chips))
+                         {s: counts[s] for s in SPLITS if counts[s]}, {s: complete[s] for s in SPLITS if counts[s]},
+                         _bounds(chips))
 
 
 def _bounds(chips: list[dict]) -> tuple[float, float, float, float] | None:

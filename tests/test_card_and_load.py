@@ -114,7 +114,10 @@ def test_card_body_explains_modalities_splits_stats_and_loading(regions):
     assert f"| `s1grd` | winter_vvasc | {band['count'][0]} | {band['mean'][0]:.6g} | {band['std'][0]:.6g} |" in text
     s1 = summary.modalities[0]
     assert f"| `val` | `validation` | {s1.chips['val']} | {len(s1.split_shards('val'))} |" in text
-    assert "test 1/2" in text and "Missing: absent 1" in text  # s2rgbm lacks one test chip
+    s2 = next(m for m in summary.modalities if m.name == "s2rgbm")  # lacks one chip
+    row = " |".join(f" {s2.available[split]} / {s2.chips[split]}" for split in ("train", "val", "test"))
+    assert f"| `s2rgbm` |{row} |" in text and "by reason: absent 1." in text
+    assert f"| all modalities | {summary.complete['train']} / {summary.chips['train']} |" in text
     assert "`datepair` axis has a different length for each chip" in text
     assert "| 0 | 10 | tree cover |" in text and "read it as `int16`" in text
     assert f'load_dataset("{REPO_ID}", "s1grd", split="train", streaming=True)' in text
