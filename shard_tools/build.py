@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Sequence
 from builders.registry import get_modality
 from shard_tools.encode import clean_float, encode_chip
 from shard_tools.executors import Executor, as_executor, run_tasks
-from shard_tools.inventory import Chip, RegionInventory, Source, find_regions, scan_region
+from shard_tools.inventory import Chip, RegionInventory, Source, find_regions, prefetch_rows, scan_region
 from shard_tools.lock import BuildLock
 from shard_tools.metadata import write_region_metadata
 from shard_tools.plan import PlannedShard, plan_region
@@ -160,10 +160,11 @@ def write_shard(task: ShardTask) -> None:
     """Write one shard tar (atomically) and then its build record."""
     modality = get_modality(task.modality)
     writer = DeterministicTarWriter(task.tar_path)
-    rows, problems, stats, cache = [], [], {}, {}
+    rows, problems, stats = [], [], {}
+    fetched = prefetch_rows(task.sources)
     try:
         for position, (chip, source) in enumerate(zip(task.shard.chips, task.sources)):
-            encoded = encode_chip(modality, task.region, chip, source, cache)
+            encoded = encode_chip(modality, task.region, chip, source, fetched.pop(position, None))
             extent = writer.write(chip.chip_id, encoded.members)
             rows.append(_row(task, chip, source, position, extent, encoded))
             if encoded.problem:

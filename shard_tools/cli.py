@@ -31,9 +31,6 @@ def main(argv: list[str] | None = None) -> int:
                        help="URL output: local folder seen by this machine and every worker (default: a temp folder)")
     build.add_argument("--no-lock", action="store_true",
                        help="URL output on a store without create-if-absent writes: build without a lock object")
-    build.add_argument("--executor", choices=EXECUTORS, default="local",
-                       help="local: process pool of --workers; dask: a dask.distributed cluster")
-    build.add_argument("--scheduler", help="dask scheduler address (default: a local cluster of --workers processes)")
     _add_build_options(build)
     build.set_defaults(func=_build)
 
@@ -74,6 +71,9 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modality", action="append", dest="modalities", help="repeatable; default all")
     parser.add_argument("--shard-size-mb", type=float, default=1024.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local: process pool of --workers; dask: a dask.distributed cluster")
+    parser.add_argument("--scheduler", help="dask scheduler address (default: a local cluster of --workers processes)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any chip file could not be read")
     parser.add_argument("--quiet", action="store_true")
 
@@ -109,11 +109,13 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from shard_tools.executors import Executor
     from shard_tools.release import convert_release
 
     started = time.perf_counter()
     report = convert_release(args.parquet, args.out, regions=args.regions, modalities=args.modalities,
-                             shard_size_mb=args.shard_size_mb, workers=args.workers, progress=_progress(args))
+                             shard_size_mb=args.shard_size_mb, workers=args.workers,
+                             executor=Executor(args.executor, args.workers, args.scheduler), progress=_progress(args))
     return _summarise(report, time.perf_counter() - started, args.strict)
 
 

@@ -26,8 +26,11 @@ class EncodedChip:
     problem: str | None = None
 
 
-def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, cache: dict) -> EncodedChip:
-    """Members ``<field>.npy`` (sorted) then ``json``; unavailable chips get the json member only."""
+def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, data: bytes | None = None) -> EncodedChip:
+    """Members ``<field>.npy`` (sorted) then ``json``; unavailable chips get the json member only.
+
+    ``data`` is the chip file's content when already fetched (release rows); otherwise it is read here.
+    """
     header = {
         "chip_id": chip.chip_id, "region": region, "split": chip.split, "modality": modality.name,
         "source": {"file": source.name or None, "size": source.size, "status": source.status},
@@ -36,7 +39,7 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, cac
         reason = f"{source.status}: {source.detail}" if source.detail else source.status
         return _unavailable(header, reason)
     try:
-        data = load_source(source, cache)
+        data = load_source(source) if data is None else data
         header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
         sample = read_chip(modality, data, chip.chip_id, source.name)
     except ChipError as exc:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import pyarrow.parquet as pq
 
@@ -200,14 +201,27 @@ def _scan_folder(folder: Path, extension: str, known: set[str], prefix: str) -> 
     return sources, strays
 
 
-def load_source(source: Source, cache: dict | None = None) -> bytes:
-    """The bytes of a chip file; release rows are read one row group at a time (cached in ``cache``)."""
+def load_source(source: Source) -> bytes:
+    """The bytes of one chip file (a path, or a single release row)."""
     if source.row is None:
         return Path(source.path).read_bytes()
-    group, index = source.row
-    cache = {} if cache is None else cache
-    key = (source.path, group)
-    if key not in cache:
-        cache.clear()
-        cache[key] = pq.ParquetFile(source.path).read_row_group(group, columns=["content"]).column(0)
-    return cache[key][index].as_py()
+    return next(iter(prefetch_rows([source]).values()))
+
+
+def prefetch_rows(sources: Sequence[Source]) -> dict[int, bytes]:
+    """Content of the release-row ``sources`` (by position), reading each needed row group once.
+
+    Memory stays at the requested rows' bytes (at most one shard of one modality) plus one row group,
+    whatever the size of the release or the order of its rows.
+    """
+    wanted: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
+    for position, source in enumerate(sources):
+        if source.status == "file" and source.row is not None:
+            wanted[(source.path, source.row[0])].append((position, source.row[1]))
+    contents: dict[int, bytes] = {}
+    for (path, group), rows in sorted(wanted.items()):
+        column = pq.ParquetFile(path).read_row_group(group, columns=["content"]).column(0)
+        for position, index in rows:
+            contents[position] = column[index].as_py()
+        del column
+    return contents

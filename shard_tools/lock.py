@@ -44,17 +44,22 @@ class BuildLock:
             return "unknown holder"
 
     def _stale(self) -> bool:
-        try:
-            host, pid = self._holder().split()
-            pid_number = int(pid)
-        except ValueError:
-            return False
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(pid_number, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
+        return held_by_dead_local_process(self._holder())
+
+
+def held_by_dead_local_process(holder: str) -> bool:
+    """True when ``holder`` (``host pid``) names a process of this host that no longer exists."""
+    try:
+        host, pid = holder.split()
+        number = int(pid)
+    except ValueError:
         return False
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(number, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

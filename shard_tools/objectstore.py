@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fsspec import AbstractFileSystem
 
-from shard_tools.lock import BuildLocked
+from shard_tools.lock import BuildLocked, held_by_dead_local_process
 
 # Stores where an uploaded object becomes visible only once complete (S3, GCS, Azure, Hub commits).
 ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "hf"}
@@ -88,7 +88,7 @@ class ObjectLock:
                 return self
             except FileExistsError:
                 holder = self._holder()
-                if not _dead_here(holder):
+                if not held_by_dead_local_process(holder):
                     raise BuildLocked(f"{self.fs.unstrip_protocol(self.path)}: another build is running ({holder}); "
                                       "wait for it or delete the lock object if that build is gone") from None
                 self.fs.rm_file(self.path)
@@ -102,21 +102,3 @@ class ObjectLock:
             return self.fs.cat_file(self.path).decode(errors="replace").strip() or "unknown holder"
         except OSError:
             return "unknown holder"
-
-
-def _dead_here(holder: str) -> bool:
-    """True when ``holder`` (``host pid``) names a process of this host that no longer exists."""
-    try:
-        host, pid = holder.split()
-        number = int(pid)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(number, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False

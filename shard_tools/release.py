@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from builders.registry import modality_for_folder
 from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, build_inventories
+from shard_tools.executors import Executor
 from shard_tools.inventory import RegionInventory, Source, classify_entry, region_chips
 
 PLAN_COLUMNS = ["path", "length"]
@@ -49,6 +50,7 @@ def convert_release(
     modalities: Sequence[str] | None = None,
     shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
+    executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
     """Shard the release Parquet files ``paths`` (files, or folders searched recursively) into ``out``.
@@ -63,7 +65,7 @@ def convert_release(
     selected = [by_region[name] for name in (regions or sorted(by_region))]
     inventories = (release_inventory(region_dir, files) for region_dir, files in selected)
     return build_inventories(inventories, out, modalities=modalities, shard_size_mb=shard_size_mb,
-                             workers=workers, progress=progress)
+                             workers=workers, executor=executor, progress=progress)
 
 
 def release_files(paths: Iterable[str | Path]) -> list[Path]:
