@@ -30,8 +30,6 @@ from webdataset.tariterators import group_by_keys
 
 BACKOFF_S = 0.5
 CHUNK = 1 << 20
-EXTENDED_HEADERS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
-                    tarfile.GNUTYPE_LONGLINK)
 
 
 class ShardError(RuntimeError):
@@ -236,10 +234,10 @@ def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *
 
 
 def tar_members(reader: RetryingReader) -> Iterator[dict]:
-    """Regular-file members ``{"fname", "data"}`` of an uncompressed tar read sequentially from
-    ``reader``; each payload is read in one call into its own uninitialised uint8 array, so ``.npy``
-    members decode without a copy. A header failing its checksum or a payload cut short raises
-    ``tarfile.ReadError``."""
+    """Members ``{"fname", "data"}`` of an uncompressed USTAR tar of regular files (a shard) read
+    sequentially from ``reader``; each payload is read in one call into its own uninitialised uint8
+    array, so ``.npy`` members decode without a copy. A header failing its checksum, any other member
+    type (directories, links, pax/GNU extensions) or a payload cut short raises ``tarfile.ReadError``."""
     while True:
         header = _read_exact(reader, tarfile.BLOCKSIZE)
         if not len(header):
@@ -250,14 +248,13 @@ def tar_members(reader: RetryingReader) -> Iterator[dict]:
             return
         except tarfile.HeaderError as exc:
             raise tarfile.ReadError(f"invalid header at byte {reader.position - len(header)}: {exc}") from None
-        if info.type in EXTENDED_HEADERS:
-            raise tarfile.ReadError(f"member {info.name}: pax/GNU extended headers are not used by shards (USTAR)")
+        if not info.isreg():
+            raise tarfile.ReadError(f"member {info.name}: type {info.type!r} is not a regular file")
         data = _read_exact(reader, info.size)
         padding = -info.size % tarfile.BLOCKSIZE
         if len(data) < info.size or len(_read_exact(reader, padding)) < padding:
             raise tarfile.ReadError(f"unexpected end of data in member {info.name}")
-        if info.isreg():
-            yield {"fname": info.name, "data": data}
+        yield {"fname": info.name, "data": data}
 
 
 def _read_exact(reader: RetryingReader, size: int) -> np.ndarray:
@@ -286,7 +283,9 @@ class _Tracked:
 
 
 def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays of the ``.npy`` members and the parsed ``json`` member of a raw sample."""
+    """Arrays of the ``.npy`` members and the parsed ``json`` member of a raw sample; the arrays must be
+    exactly the json's ``fields``, with its dtypes and shapes (so a changed ``.npy`` header cannot
+    reinterpret values silently)."""
     key = sample["__key__"]
     try:
         info = json.loads(bytes(sample["json"]))
@@ -294,30 +293,39 @@ def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
         raise ShardError(f"{url}: sample {key!r} has no json member") from None
     except ValueError as exc:
         raise ShardError(f"{url}: member {key}.json is not valid JSON: {exc}") from None
+    if not isinstance(info, dict):
+        raise ShardError(f"{url}: member {key}.json is not a JSON object")
     arrays = {}
     for name, data in sample.items():
         if name.endswith(".npy"):
             try:
                 arrays[name[:-4]] = npy_array(data)
-            except (ValueError, OSError, EOFError) as exc:
+            except ValueError as exc:
                 raise ShardError(f"{url}: member {key}.{name} is not a valid .npy array: {exc}") from None
+    fields = info.get("fields") or {}
+    if not isinstance(fields, dict) or sorted(arrays) != sorted(fields):
+        raise ShardError(f"{url}: sample {key}: .npy members {sorted(arrays)} but its json lists fields "
+                         f"{sorted(fields) if isinstance(fields, dict) else fields!r}")
+    for name, array in arrays.items():
+        field = fields[name] if isinstance(fields[name], dict) else {}
+        if field.get("dtype") != str(array.dtype) or field.get("shape") != list(array.shape):
+            raise ShardError(f"{url}: member {key}.{name}.npy is {array.dtype} {list(array.shape)}, its json "
+                             f"says {field.get('dtype')} {field.get('shape')}")
     return arrays, info
 
 
 def npy_array(data: bytes | bytearray | np.ndarray) -> np.ndarray:
-    """The array of a ``.npy`` payload, viewing ``data`` in place for format versions 1 and 2
-    (writable when ``data`` is); other versions go through ``np.load``."""
+    """The C-order array of a version 1.0 / 2.0 ``.npy`` payload (what ``np.save`` writes for shards),
+    viewing ``data`` in place (writable when ``data`` is); anything else is a ``ValueError``."""
     view = memoryview(data)
-    major = view[6] if len(view) >= 10 and view[:6] == b"\x93NUMPY" else None
-    if major not in (1, 2):
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    width = 2 if major == 1 else 4
+    if len(view) < 10 or view[:6] != b"\x93NUMPY" or view[6] not in (1, 2):
+        raise ValueError("not a version 1.0 or 2.0 .npy payload")
+    width = 2 if view[6] == 1 else 4
     start = 8 + width + int.from_bytes(view[8:8 + width], "little")
     head = io.BytesIO(view[:start])
     version = np.lib.format.read_magic(head)
-    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = reader(head)
-    if dtype.hasobject or any(d < 0 for d in shape):
-        raise ValueError(f"object dtype or negative shape in header: {dtype}, {shape}")
-    array = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start)
-    return array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read_header(head)
+    if fortran or dtype.hasobject or any(d < 0 for d in shape):
+        raise ValueError(f"unsupported header: dtype {dtype}, shape {shape}, fortran order {fortran}")
+    return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
