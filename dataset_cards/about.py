@@ -1,4 +1,4 @@
-"""Facts about M3LEO shared by the card and the Croissant file: licence and citation."""
+"""Facts about M3LEO shared by the card and the Croissant file: licence, citation, version, date."""
 
 LICENSE = "cc-by-4.0"
 LICENSE_URL = "https://creativecommons.org/licenses/by/4.0/"
@@ -11,3 +11,5 @@ CITATION = """@inproceedings{allen2024m3leo,
   eprint    = {2406.04230},
   archivePrefix = {arXiv}
 }"""
+VERSION = "1.0.0"  # this WebDataset release of the data
+DATE_PUBLISHED = "2024-09-26"  # the paper's publication at NeurIPS 2024 (OpenReview li3iFfkwRL)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -160,28 +162,71 @@ def test_croissant_describes_every_file_and_field(regions):
     assert doc["@type"] == "sc:Dataset" and doc["conformsTo"] == "http://mlcommons.org/croissant/1.0"
     objects = {d["@id"]: d for d in doc["distribution"] if d["@type"] == "cr:FileObject"}
     sets = {d["@id"]: d for d in doc["distribution"] if d["@type"] == "cr:FileSet"}
+    records = {r["@id"]: r for r in doc["recordSet"]}
+    fields = {f["@id"] for r in records.values() for f in r["field"]}
     summary = summarize(region)
     for modality in summary.modalities:
         for shard in modality.shards:
             obj = objects[shard.url]
             assert obj["sha256"] == shard.sha256 and obj["contentSize"] == f"{shard.filesize} B"
             assert obj["contentUrl"] == f"https://huggingface.co/datasets/{REPO_ID}/resolve/main/{shard.url}"
-        record = next(r for r in doc["recordSet"] if r["@id"] == modality.name)
-        assert [f["name"] for f in record["field"]] == ["chip_id", "available"] + [f.name for f in modality.fields]
+        index_columns = pq.read_schema(region / "metadata" / f"{modality.name}.parquet").names
+        assert {f["name"] for f in records[modality.name]["field"]} <= set(index_columns)
+        members = [f"{f.name}.npy" for f in modality.fields] + ["json"]
+        for member in members:
+            record = records[f"{modality.name}/{member}"]
+            assert [f["name"] for f in record["field"]] == ["chip_id", "content"]
+            assert sets[record["field"][1]["source"]["fileSet"]["@id"]]["includes"] == f"*.{member}"
+            assert record["field"][0]["references"]["field"]["@id"] == f"{modality.name}/chip_id"
     for file_set in sets.values():
         assert all(ref["@id"] in objects for ref in file_set["containedIn"])
-    for record in doc["recordSet"]:
+    for record in records.values():
         assert record["key"]["@id"] in {f["@id"] for f in record["field"]}
         for field in record["field"]:
             source = field["source"]
             assert (source.get("fileSet", {}).get("@id") in sets) or (source["fileObject"]["@id"] in objects)
-    chips = next(r for r in doc["recordSet"] if r["@id"] == "chips")
+            assert field.get("references", {"field": {"@id": "chips/chip_id"}})["field"]["@id"] in fields
+    chips = records["chips"]
     assert {f["name"] for f in chips["field"]} <= set(pq.read_schema(region / "metadata" / "chips.parquet").names)
 
 
-def test_croissant_validates_with_mlcroissant(regions):
+def test_croissant_validates_with_mlcroissant(regions, caplog):
     mlc = pytest.importorskip("mlcroissant")
-    mlc.Dataset(jsonld=str(regions["conus"] / "croissant.json"))
+    mlc.Dataset(jsonld=str(regions["conus"] / "croissant.json"))  # raises on any error
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+CROISSANT_SCRIPT = """
+import io, json, pathlib, sys
+import numpy as np
+import mlcroissant as mlc
+jsonld, record_set, out = sys.argv[1:]
+root = pathlib.Path(jsonld).parent
+doc = json.loads(pathlib.Path(jsonld).read_text())
+objects = [d["@id"] for d in doc["distribution"] if d["@type"] == "cr:FileObject"]
+dataset = mlc.Dataset(jsonld=jsonld, mapping={i: str(root / i) for i in objects})  # local files, not the Hub
+arrays = {r[f"{record_set}/chip_id"].decode(): np.load(io.BytesIO(r[f"{record_set}/content"]))
+          for r in dataset.records(record_set)}
+np.savez(out, **arrays)
+"""
+
+
+def test_croissant_records_read_the_local_shards(regions, sources, tmp_path):
+    """mlcroissant reads a member record set out of the tars (mapped to local paths) equal to the source chips."""
+    pytest.importorskip("mlcroissant")
+    region, out = regions["conus"], tmp_path / "agb.npz"
+    done = subprocess.run([sys.executable, "-c", CROISSANT_SCRIPT, str(region / "croissant.json"), "biomass/agb.npy",
+                           str(out)], env={**os.environ, "CROISSANT_CACHE": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    arrays = dict(np.load(out))
+    available = [r["chip_id"] for split in ("train", "val", "test") for r in rows_of(region, "biomass", split)
+                 if r["available"]]
+    assert sorted(arrays) == sorted(available) and available
+    for chip_id, array in arrays.items():
+        expected = source_arrays(sources["conus"], "biomass", chip_id)["agb"]
+        assert array.dtype == expected.dtype
+        np.testing.assert_array_equal(array, expected)
 
 
 # --------------------------------------------------------------------------- loading with datasets
