@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--revision", default="main")
     publish.add_argument("--token")
     publish.add_argument("--dry-run", action="store_true")
+    publish.add_argument("--keep-stale", action="store_true",
+                         help="leave remote files that the region no longer has (default: delete them)")
     publish.set_defaults(func=_publish)
 
     args = parser.parse_args(argv)
@@ -160,11 +162,15 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from shard_tools.publish import publish
+    from shard_tools.publish import PublishError, publish
 
-    report = publish(args.region_dir, args.repo_id, endpoint=args.endpoint, token=args.token,
-                     revision=args.revision, dry_run=args.dry_run)
-    print(report)
+    try:
+        report = publish(args.region_dir, args.repo_id, endpoint=args.endpoint, token=args.token,
+                         revision=args.revision, dry_run=args.dry_run, prune=not args.keep_stale)
+    except PublishError as exc:
+        print(f"m3leo-shard publish: error: {exc}", file=sys.stderr)
+        return 1
+    print(report.summary())
     return 0
 
 

@@ -4,19 +4,22 @@ Every file of the region except ``.build/`` and temp files is compared with the 
 files, git blob sha1 for regular ones; only when the sizes match) and what is missing or different is
 committed in batches under the Hub limits. Each commit is atomic, so a re-run after an interruption uploads
 only what did not land. ``README.md`` goes in the last commit: the card appears only once the data is there.
-Remote files absent from the region are reported, never deleted.
+Stale remote files inside the folders the region publishes (e.g. shards of an earlier, larger build, which
+``load_dataset``'s globs would still read) are deleted in that last commit unless ``prune=False``; other
+remote-only files are reported and left in place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
 
@@ -51,13 +54,14 @@ class PublishReport:
     commits: int
     bytes: int
     remote_only: list[str]
+    deleted: list[str]
     dry_run: bool = False
 
     def summary(self) -> str:
         verb = "would upload" if self.dry_run else "uploaded"
         return (
             f"{verb} {len(self.uploaded)} files ({self.bytes} bytes) in {self.commits} commits; "
-            f"{len(self.skipped)} unchanged; {len(self.remote_only)} remote-only"
+            f"{len(self.skipped)} unchanged; {len(self.deleted)} stale deleted; {len(self.remote_only)} remote-only"
         )
 
 
@@ -100,12 +104,29 @@ def file_hashes(file: Path) -> tuple[str, str]:
     return sha256.hexdigest(), git.hexdigest()
 
 
-def is_unchanged(local: LocalFile, remote: RepoFile | None) -> bool:
-    """Whether the remote file has the local content (LFS: sha256, regular: git oid)."""
+def recorded_sha256(region_dir: Path) -> dict[str, str]:
+    """sha256 of every shard as recorded by the build (``metadata/*.shards.json``), checked by ``verify``."""
+    known = {}
+    for index in sorted((region_dir / "metadata").glob("*.shards.json")):
+        known.update((s["url"], s["sha256"]) for s in json.loads(index.read_text())["shardlist"])
+    return known
+
+
+def is_unchanged(local: LocalFile, remote: RepoFile | None, known_sha256: str | None = None) -> bool:
+    """Whether the remote file has the local content (LFS: sha256, regular: git oid); a ``known_sha256``
+    spares hashing the local file."""
     if remote is None or remote.size != local.size:
         return False
+    if remote.lfs and known_sha256:
+        return known_sha256 == remote.lfs.sha256
     sha256, git_oid = file_hashes(local.file)
     return sha256 == remote.lfs.sha256 if remote.lfs else git_oid == remote.blob_id
+
+
+def stale_files(remote_only: Iterable[str], local_paths: Iterable[str]) -> list[str]:
+    """Remote-only files inside a top-level folder that the region publishes (``<modality>/``, ``metadata/``)."""
+    folders = {path.split("/")[0] for path in local_paths if "/" in path}
+    return sorted(path for path in remote_only if "/" in path and path.split("/")[0] in folders)
 
 
 def plan_commits(files: list[LocalFile], max_files: int, max_bytes: int) -> list[list[LocalFile]]:
@@ -140,11 +161,18 @@ def _ensure_target(api: HfApi, repo_id: str, revision: str) -> None:
         api.create_branch(repo_id, repo_type="dataset", branch=revision, exist_ok=True)
 
 
-def _commit_all(api: HfApi, repo_id: str, revision: str, parent: str | None, batches: list[list[LocalFile]]) -> None:
-    """One commit per batch, each on top of the previous one (``parent_commit`` guards concurrent writers)."""
+def _commit_all(api: HfApi, repo_id: str, revision: str, parent: str | None, batches: list[list[LocalFile]],
+                deletions: list[str]) -> None:
+    """One commit per batch, each on top of the previous one (``parent_commit`` guards concurrent writers);
+    ``deletions`` go with the last batch (the card), or in a commit of their own."""
+    if deletions and not batches:
+        batches = [[]]
     for i, batch in enumerate(batches, start=1):
-        label = "dataset card" if batch[0].path == CARD else f"{len(batch)} files"
+        label = "dataset card" if batch and batch[0].path == CARD else f"{len(batch)} files"
         operations = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.file)) for f in batch]
+        if i == len(batches) and deletions:
+            operations += [CommitOperationDelete(path_in_repo=path) for path in deletions]
+            label += f", {len(deletions)} stale files deleted"
         try:
             info = api.create_commit(
                 repo_id,
@@ -175,11 +203,13 @@ def publish(
     max_bytes_per_commit: int = 10 * 2**30,
     max_folder_entries: int = MAX_FOLDER_ENTRIES,
     verify: Verifier = _verify_region,
+    prune: bool = True,
 ) -> PublishReport:
     """Upload what ``repo_id`` (a dataset repo, created if needed) lacks of ``region_dir``.
 
     Refuses (``PublishError``) a region that ``verify`` finds problems in or whose folders break the Hub's
-    entries limit. ``dry_run`` reads the remote tree but writes nothing.
+    entries limit. ``dry_run`` reads the remote tree but writes nothing. ``prune`` deletes stale remote
+    files in the region's folders (see module docstring).
     """
     region_dir = Path(region_dir)
     problems = verify(region_dir)
@@ -190,21 +220,25 @@ def publish(
     api = HfApi(endpoint=endpoint, token=token)
     parent, remote = remote_files(api, repo_id, revision)
     check_folder_entries({f.path for f in files} | remote.keys(), max_folder_entries)
-    todo = [f for f in files if not is_unchanged(f, remote.get(f.path))]
+    known = recorded_sha256(region_dir)
+    todo = [f for f in files if not is_unchanged(f, remote.get(f.path), known.get(f.path))]
     batches = plan_commits(todo, max_files_per_commit, max_bytes_per_commit)
     local_paths = {f.path for f in files}
+    remote_only = sorted(remote.keys() - local_paths - set(HUB_FILES))
+    deletions = stale_files(remote_only, local_paths) if prune else []
     report = PublishReport(
         uploaded=[f.path for batch in batches for f in batch],
         skipped=sorted(local_paths - {f.path for f in todo}),
-        commits=len(batches),
+        commits=len(batches) or int(bool(deletions)),
         bytes=sum(f.size for f in todo),
-        remote_only=sorted(remote.keys() - local_paths - set(HUB_FILES)),
+        remote_only=[path for path in remote_only if path not in deletions],
+        deleted=deletions,
         dry_run=dry_run,
     )
     if report.remote_only:
         logger.warning("%s has files that are not in %s (left in place): %s", repo_id, region_dir, report.remote_only)
     if not dry_run:
         _ensure_target(api, repo_id, revision)
-        _commit_all(api, repo_id, revision, parent, batches)
+        _commit_all(api, repo_id, revision, parent, batches, deletions)
     logger.info("%s -> %s@%s: %s", region_dir, repo_id, revision, report.summary())
     return report

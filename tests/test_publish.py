@@ -231,3 +231,34 @@ def test_publishes_a_built_region_with_default_verify(built: Path, local_hub: Lo
 
     assert remote_sha256(local_hub) == local_sha256(region_dir)
     assert report.commits == -(-len(report.uploaded) // 50) and not any(".build" in p for p in report.uploaded)
+
+
+def test_stale_shards_of_an_earlier_build_are_deleted_with_the_card(region: Path, local_hub: LocalHub) -> None:
+    stale = region / "s1grd" / "train-000099.tar"
+    stale.write_bytes((region / "s1grd" / "train-000000.tar").read_bytes())
+    (region / "NOTES.md").write_text("uploaded by hand")
+    run_publish(region, local_hub)
+    stale.unlink()
+    (region / "NOTES.md").unlink()
+
+    dry = run_publish(region, local_hub, dry_run=True)
+    assert dry.deleted == ["s1grd/train-000099.tar"] and "s1grd/train-000099.tar" in local_hub.files(REPO)
+    report = run_publish(region, local_hub)
+
+    assert report.deleted == ["s1grd/train-000099.tar"] and report.remote_only == ["NOTES.md"]
+    assert remote_sha256(local_hub) == {**local_sha256(region), "NOTES.md": remote_sha256(local_hub)["NOTES.md"]}
+    kept = run_publish(region, local_hub, prune=False)
+    assert kept.deleted == [] and kept.commits == 0
+
+
+def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, local_hub: LocalHub, capsys) -> None:
+    from shard_tools.cli import main as cli
+
+    region_dir = built / "europe"
+    common = ["--repo-id", REPO, "--endpoint", local_hub.url, "--token", TEST_TOKEN]
+    assert cli(["publish", str(region_dir), *common, "--dry-run"]) == 0
+    assert "would upload" in capsys.readouterr().out and local_hub.repos == {}
+    assert cli(["publish", str(region_dir), *common]) == 0
+    assert remote_sha256(local_hub) == local_sha256(region_dir)
+    assert cli(["publish", str(region), *common]) == 1
+    assert "refusing to publish" in capsys.readouterr().err
