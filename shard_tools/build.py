@@ -13,7 +13,8 @@ from typing import Callable, Iterable, Sequence
 from builders.registry import get_modality
 from shard_tools.encode import clean_float, encode_chip
 from shard_tools.executors import Executor, as_executor, run_tasks
-from shard_tools.inventory import Chip, RegionInventory, Source, find_regions, prefetch_rows, scan_region
+from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, prefetch_rows, require_in_process,
+                                   scan_region)
 from shard_tools.lock import BuildLock
 from shard_tools.metadata import write_region_metadata
 from shard_tools.plan import PlannedShard, plan_region
@@ -71,8 +72,14 @@ def build(
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
-    """Build every requested region and modality found under ``chips_dir`` into ``out_dir``."""
-    found = find_regions(Path(chips_dir))
+    """Build every requested region and modality found under ``chips_dir`` into ``out_dir``.
+
+    ``chips_dir`` is a local folder or an fsspec URL (``s3://``, ``gs://``, ``hf://``, ``file://``, ``memory://``);
+    the shards are the same bytes either way. Workers read chips by URL with fsspec's configured storage options;
+    a ``memory://`` tree is visible only in this process, so it needs the local executor with one worker.
+    """
+    require_in_process(chips_dir, as_executor(executor, workers).in_process)
+    found = find_regions(chips_dir)
     unknown = sorted(set(regions or ()) - set(found))
     if unknown:
         raise ValueError(f"region(s) {unknown} not found under {chips_dir}; found {sorted(found)}")

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     sample.set_defaults(func=_sample)
 
     build = commands.add_parser("build", help="build aligned WebDataset shards + Parquet metadata")
-    build.add_argument("--chips", required=True, type=Path, help="processed-chip root (<aoi>/<stem>/<folder>/...)")
+    build.add_argument("--chips", required=True,
+                       help="processed-chip root (<aoi>/<stem>/<folder>/...): a folder, or an fsspec URL (s3://, gs://, "
+                            "hf://, file://; memory:// in-process only)")
     build.add_argument("--out", required=True, help="output folder, or an fsspec URL (s3://, gs://, file://, ...)")
     build.add_argument("--staging", type=Path,
                        help="URL output: local folder seen by this machine and every worker (default: a temp folder)")

@@ -1,19 +1,35 @@
-"""What a region holds: its chips (geometry, split) and, per modality, where each chip's bytes are."""
+"""What a region holds: its chips (geometry, split) and, per modality, where each chip's bytes are.
+
+The chip tree may be a local folder or an fsspec URL (``s3://``, ``gs://``, ``hf://``, ``memory://``,
+``file://``). Locations are ``Path`` objects for plain local paths and full URL strings otherwise; a
+``Source`` path is then the chip's URL, which workers open with ``fsspec.open``. Each folder is listed once
+(names, types and sizes in one ``ls``): an object store gets one listing request per folder, never one
+request per file. Storage options (credentials, endpoints) come from fsspec's configuration
+(``FSSPEC_<PROTOCOL>_<OPTION>`` environment variables or its config files), which worker processes read too.
+A ``memory://`` tree exists only in the process that wrote it: build from it in-process (local executor,
+one worker).
+"""
 
 from __future__ import annotations
 
 import csv
+import fnmatch
+import io
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence, Union
 
+import fsspec
 import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
 
 from builders.chip import CHIP_ID
 from builders.registry import MODALITIES, modality_for_folder
+from shard_tools.objectstore import is_url, protocols
 
 SPLITS = ("train", "val", "test")
 SourceStatus = Literal["file", "skipped", "marker", "absent"]
@@ -42,7 +58,10 @@ class Chip:
 
 @dataclass(frozen=True)
 class Source:
-    """Where a chip's file is: a path, or a row of a release Parquet file (``row`` = (row group, index))."""
+    """Where a chip's file is: a path, or a row of a release Parquet file (``row`` = (row group, index)).
+
+    ``path`` is a local path or a full fsspec URL, either of which a worker process can open.
+    """
 
     status: SourceStatus
     name: str
@@ -73,28 +92,127 @@ class RegionInventory:
         return self.sources[modality].get(chip_id, ABSENT)
 
 
-def find_regions(chips_dir: Path) -> dict[str, Path]:
-    """Region folders under ``chips_dir``: those holding a splits CSV."""
+Location = Union[Path, str]
+"""A local folder or file (``Path``), or a full fsspec URL (``str``)."""
+
+SPLITS_GLOB = "*_splits_*.csv"
+
+
+class Entry(NamedTuple):
+    """One entry of a folder listing."""
+
+    name: str
+    is_dir: bool
+    size: int
+
+
+def as_location(where: str | Path) -> Location:
+    """``Path`` for plain local paths; a URL (``file://`` included) stays a URL, without trailing slash."""
+    if not is_url(where):
+        return Path(where)
+    try:
+        url_to_fs(where)
+    except (ImportError, ValueError) as exc:
+        raise ValueError(f"{where}: cannot open this URL: {exc}") from None
+    url = str(where).rstrip("/")
+    return url + "//" if url.endswith(":") else url
+
+
+def child(location: Location, name: str) -> Location:
+    return location / name if isinstance(location, Path) else f"{location}/{name}"
+
+
+def base_name(location: Location) -> str:
+    return location.name if isinstance(location, Path) else location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def list_folder(location: Location) -> list[Entry]:
+    """Entries of a folder sorted by name, with sizes: one ``scandir`` locally, one ``ls`` on a URL.
+
+    Local entries follow symbolic links (as ``Path.is_dir``); sizes of local folders are not looked up.
+    """
+    if isinstance(location, Path):
+        entries = []
+        with os.scandir(location) as it:
+            for entry in it:
+                is_dir = entry.is_dir()
+                entries.append(Entry(entry.name, is_dir, 0 if is_dir else _local_size(entry)))
+        return sorted(entries)
+    fs, path = url_to_fs(location)
+    entries = []
+    for info in fs.ls(path, detail=True):
+        name = info["name"].rstrip("/")
+        if name == path.rstrip("/"):  # some stores list a folder's own placeholder object
+            continue
+        is_dir = info["type"] == "directory" or (info.get("islink", False) and fs.isdir(name))  # file:// links
+        entries.append(Entry(name.rsplit("/", 1)[-1], is_dir, int(info.get("size") or 0)))
+    return sorted(entries)
+
+
+def _local_size(entry: os.DirEntry) -> int:
+    try:
+        return entry.stat().st_size
+    except OSError:  # a broken link: reading it later says what is wrong
+        return 0
+
+
+def open_text(location: Location, **options):
+    """A text handle on a local file or URL (locale encoding, as ``open``)."""
+    if isinstance(location, Path):
+        return open(location, **options)
+    return fsspec.open(location, "rt", **options).open()
+
+
+def read_bytes(location: Location | str) -> bytes:
+    """Content of a local file or URL; failures are ``OSError``s (a missing backend is an ``ImportError``)."""
+    if not is_url(location):
+        return Path(location).read_bytes()
+    try:
+        with fsspec.open(location, "rb") as handle:
+            return handle.read()
+    except (OSError, ImportError):
+        raise
+    except Exception as exc:  # backends raise their own errors (HTTP, auth, ...): report them as read errors
+        raise OSError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def require_in_process(chips_dir: str | Path, in_process: bool) -> None:
+    """Refuse ``memory://`` input when chips would be read in other processes, where it does not exist."""
+    if not in_process and is_url(chips_dir) and "memory" in protocols(url_to_fs(chips_dir)[0]):
+        raise ValueError(f"{chips_dir}: memory:// is private to each process: use the local executor with 1 worker")
+
+
+def find_regions(chips_dir: str | Path) -> dict[str, Location]:
+    """Region folders under ``chips_dir`` (a folder or a URL): those holding a splits CSV."""
+    root = as_location(chips_dir)
+    try:
+        folders = [entry.name for entry in list_folder(root) if entry.is_dir]
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(f"{chips_dir}: no such folder") from None
     found = {}
-    for region_dir in sorted(p for p in Path(chips_dir).iterdir() if p.is_dir()):
-        if any(region_dir.glob("*_splits_*.csv")):
-            found[region_dir.name] = region_dir
+    for name in folders:
+        region_dir = child(root, name)
+        if any(fnmatch.fnmatchcase(entry.name, SPLITS_GLOB) for entry in list_folder(region_dir)):
+            found[name] = region_dir
     if not found:
-        raise FileNotFoundError(f"no region folder with a *_splits_*.csv under {chips_dir}")
+        raise FileNotFoundError(f"no region folder with a {SPLITS_GLOB} under {chips_dir}")
     return found
 
 
-def splits_csv(region_dir: Path) -> Path:
-    candidates = sorted(p for p in region_dir.glob("*_splits_*.csv") if not p.stem.endswith("_parquet"))
-    if len(candidates) != 1:
-        raise FileNotFoundError(f"{region_dir}: expected one *_splits_*.csv, found {[p.name for p in candidates]}")
-    return candidates[0]
+def splits_csv(region_dir: str | Path, listing: list[Entry] | None = None) -> Location:
+    """The region's split CSV (not the release's ``*_parquet.csv`` mapping); ``listing`` saves a listing."""
+    region_dir = as_location(region_dir)
+    names = [e.name for e in (list_folder(region_dir) if listing is None else listing)
+             if fnmatch.fnmatchcase(e.name, SPLITS_GLOB) and not e.name[: -len(".csv")].endswith("_parquet")]
+    if len(names) != 1:
+        raise FileNotFoundError(f"{region_dir}: expected one {SPLITS_GLOB}, found {names}")
+    return child(region_dir, names[0])
 
 
-def read_splits(path: Path) -> dict[str, str]:
+def read_splits(path: str | Path) -> dict[str, str]:
     """``identifier -> split`` with ids kept as strings; bad rows are errors naming the line."""
     result: dict[str, str] = {}
-    with open(path, newline="") as handle:
+    with open_text(as_location(path), newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"identifier", "split"} <= set(reader.fieldnames):
             raise ValueError(f"{path}: needs columns identifier,split; has {reader.fieldnames}")
@@ -108,9 +226,10 @@ def read_splits(path: Path) -> dict[str, str]:
     return result
 
 
-def read_geometry(path: Path) -> dict[str, tuple[float, float, float, float, float]]:
+def read_geometry(path: str | Path) -> dict[str, tuple[float, float, float, float, float]]:
     """``identifier -> (west, south, east, north, area_km2)`` from the region's geojson."""
-    features = json.loads(Path(path).read_text())["features"]
+    with open_text(as_location(path)) as handle:
+        features = json.loads(handle.read())["features"]
     result = {}
     for feature in features:
         props = feature["properties"]
@@ -126,43 +245,51 @@ def _flatten(coords) -> list:
     return [point for part in coords for point in _flatten(part)]
 
 
-def region_chips(region_dir: Path) -> tuple[str, list[Chip], list[str]]:
+def region_chips(region_dir: str | Path, listing: list[Entry] | None = None) -> tuple[str, list[Chip], list[str]]:
     """Stem, chips (sorted by id) and problems of a region folder, from its splits CSV and geojson."""
-    csv_path = splits_csv(region_dir)
-    stem = csv_path.name.split("_splits_")[0]
+    region_dir = as_location(region_dir)
+    listing = list_folder(region_dir) if listing is None else listing
+    csv_path = splits_csv(region_dir, listing)
+    stem = base_name(csv_path).split("_splits_")[0]
     splits = read_splits(csv_path)
-    geojson = region_dir / f"{stem}.geojson"
+    geojson = child(region_dir, f"{stem}.geojson")
+    has_geojson = any(e.name == f"{stem}.geojson" and not e.is_dir for e in listing)
     problems: list[str] = []
-    geometry = read_geometry(geojson) if geojson.exists() else {}
-    if not geojson.exists():
+    geometry = read_geometry(geojson) if has_geojson else {}
+    if not has_geojson:
         problems.append(f"{geojson}: missing; chip geometry left empty")
     chips = []
     for chip_id in sorted(splits):
         box = geometry.get(chip_id)
         if box is None and geometry:
-            problems.append(f"chip {chip_id}: not in {geojson.name}; geometry left empty")
+            problems.append(f"chip {chip_id}: not in {base_name(geojson)}; geometry left empty")
         chips.append(Chip(chip_id, splits[chip_id], *(box or ())))
     return stem, chips, problems
 
 
-def scan_region(region_dir: Path) -> RegionInventory:
-    """Inventory of a processed-chip region folder (``<aoi>/<stem>/<dataset_folder>/<id>.<ext>``)."""
-    region_dir = Path(region_dir)
-    stem, chips, problems = region_chips(region_dir)
+def scan_region(region_dir: str | Path) -> RegionInventory:
+    """Inventory of a processed-chip region folder or URL (``<aoi>/<stem>/<dataset_folder>/<id>.<ext>``)."""
+    region_dir = as_location(region_dir)
+    listing = list_folder(region_dir)
+    stem, chips, problems = region_chips(region_dir, listing)
     known = {chip.chip_id for chip in chips}
-    inventory = RegionInventory(region_dir.name, stem, chips, {}, problems=problems)
-    data_dir = region_dir / stem
-    if not data_dir.is_dir():
+    region = base_name(region_dir)
+    inventory = RegionInventory(region, stem, chips, {}, problems=problems)
+    data_dir = child(region_dir, stem)
+    if not any(e.name == stem and e.is_dir for e in listing):
         raise FileNotFoundError(f"{data_dir}: chip folder missing")
-    for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
-        modality = modality_for_folder(folder.name)
+    for entry in list_folder(data_dir):
+        if not entry.is_dir:
+            continue
+        folder = child(data_dir, entry.name)
+        modality = modality_for_folder(entry.name)
         if modality is None:
             inventory.problems.append(f"{folder}: unknown dataset folder, not registered; ignored")
             continue
         if modality.name in inventory.sources:
             inventory.problems.append(f"{folder}: second folder for {modality.name}; ignored")
             continue
-        sources, strays = _scan_folder(folder, modality.extension, known, f"{region_dir.name}/{stem}/{folder.name}")
+        sources, strays = _scan_folder(folder, modality.extension, known, f"{region}/{stem}/{entry.name}")
         inventory.sources[modality.name] = sources
         if strays:
             inventory.strays[modality.name] = strays
@@ -181,30 +308,56 @@ def classify_entry(filename: str, extension: str) -> tuple[str, SourceStatus] | 
     return None
 
 
-def _scan_folder(folder: Path, extension: str, known: set[str], prefix: str) -> tuple[dict[str, Source], list[str]]:
-    """Chip entries of one dataset folder; ``prefix`` (``<aoi>/<stem>/<folder>``) names them like release paths."""
-    sources: dict[str, Source] = {}
+def _scan_folder(folder: Location, extension: str, known: set[str], prefix: str) -> tuple[dict[str, Source], list[str]]:
+    """Chip entries of one dataset folder; ``prefix`` (``<aoi>/<stem>/<folder>``) names them like release paths.
+
+    Sizes come from the folder's one listing; only ``.skipped`` markers (chips that failed) are read, together.
+    """
+    files: dict[str, Source] = {}
+    markers: dict[str, tuple[SourceStatus, str]] = {}
+    order: dict[str, None] = {}  # chips by first entry, the order ``sources`` has always had
     strays: list[str] = []
-    for path in sorted(folder.iterdir()):
-        entry = classify_entry(path.name, extension)
-        if entry is None:
+    for entry in list_folder(folder):
+        classified = classify_entry(entry.name, extension)
+        if classified is None:
             continue
-        chip_id, status = entry
+        chip_id, status = classified
         if chip_id not in known:
-            strays.append(path.name)
+            strays.append(entry.name)
             continue
+        order.setdefault(chip_id)
         if status == "file":
-            sources[chip_id] = Source("file", f"{prefix}/{path.name}", path.stat().st_size, path=str(path))
-        elif chip_id not in sources:
-            text = path.read_text(errors="replace").strip()[:200] if status == "skipped" else "placeholder marker"
-            sources[chip_id] = Source(status, f"{prefix}/{path.name}", 0, detail=text, path=str(path))
+            files[chip_id] = Source("file", f"{prefix}/{entry.name}", entry.size, path=str(child(folder, entry.name)))
+        else:
+            markers.setdefault(chip_id, (status, entry.name))
+    unread = [name for chip_id, (status, name) in markers.items() if status == "skipped" and chip_id not in files]
+    texts = _marker_texts(folder, unread)
+    sources: dict[str, Source] = {}
+    for chip_id in order:
+        if chip_id in files:
+            sources[chip_id] = files[chip_id]
+            continue
+        status, name = markers[chip_id]
+        text = texts[name].strip()[:200] if status == "skipped" else "placeholder marker"
+        sources[chip_id] = Source(status, f"{prefix}/{name}", 0, detail=text, path=str(child(folder, name)))
     return sources, strays
 
 
+def _marker_texts(folder: Location, names: list[str]) -> dict[str, str]:
+    """Text of the named marker files (as ``Path.read_text(errors="replace")``); one batched fetch on a URL."""
+    if isinstance(folder, Path):
+        return {name: (folder / name).read_text(errors="replace") for name in names}
+    if not names:
+        return {}
+    fs, path = url_to_fs(folder)
+    contents = fs.cat_ranges([f"{path}/{name}" for name in names], None, None, on_error="raise")
+    return {name: io.TextIOWrapper(io.BytesIO(data), errors="replace").read() for name, data in zip(names, contents)}
+
+
 def load_source(source: Source) -> bytes:
-    """The bytes of one chip file (a path, or a single release row)."""
+    """The bytes of one chip file (a local path, a URL, or a single release row)."""
     if source.row is None:
-        return Path(source.path).read_bytes()
+        return read_bytes(source.path)
     return next(iter(prefetch_rows([source]).values()))
 
 
