@@ -12,6 +12,8 @@ from builders.chip import ChipError, ChipSample, field_name, jsonable
 from builders.registry import Modality
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+# What h5py / h5netcdf raise on damaged HDF5 structures (found by fuzzing sample chips)
+DAMAGE = (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError, OverflowError, IndexError)
 SPATIAL_DIMS = {"x", "y", "lat", "lon", "latitude", "longitude"}
 
 
@@ -21,15 +23,15 @@ def read_netcdf(modality: Modality, source: str | Path | bytes, chip_id: str, na
         opened = h5netcdf.File(io.BytesIO(source) if isinstance(source, bytes) else str(source), "r")
     except FileNotFoundError:
         raise ChipError(chip_id, name, "file not found") from None
-    except OSError as exc:
+    except DAMAGE as exc:
         raise ChipError(chip_id, name, _describe_open_error(source, exc)) from None
     try:
         with opened as root:
             arrays, fields, labels, groups = _walk(root, chip_id, name)
     except ChipError:
         raise
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ChipError(chip_id, name, f"unreadable NetCDF content: {exc}") from None
+    except DAMAGE as exc:
+        raise ChipError(chip_id, name, f"unreadable NetCDF content: {type(exc).__name__}: {exc}") from None
     if not any(len(meta["dims"]) >= 2 for meta in fields.values()):
         raise ChipError(chip_id, name, "no gridded variable found")
     meta = {
@@ -42,7 +44,7 @@ def read_netcdf(modality: Modality, source: str | Path | bytes, chip_id: str, na
     return ChipSample(chip_id, modality.name, arrays, jsonable(meta))
 
 
-def _describe_open_error(source: str | Path | bytes, exc: OSError) -> str:
+def _describe_open_error(source: str | Path | bytes, exc: Exception) -> str:
     head = source[:8] if isinstance(source, bytes) else Path(source).open("rb").read(8)
     if head != HDF5_MAGIC:
         return f"not a NetCDF4/HDF5 file (starts with {head!r})"
