@@ -78,14 +78,19 @@ def build(
     the shards are the same bytes either way. Workers read chips by URL with fsspec's configured storage options;
     a ``memory://`` tree is visible only in this process, so it needs the local executor with one worker.
     """
-    require_in_process(chips_dir, as_executor(executor, workers).in_process)
+    inventories = scan_regions(chips_dir, regions, as_executor(executor, workers))
+    return build_inventories(inventories, out_dir, modalities=modalities, shard_size_mb=shard_size_mb,
+                             workers=workers, executor=executor, progress=progress)
+
+
+def scan_regions(chips_dir: str | Path, regions: Sequence[str] | None, runner: Executor) -> list[RegionInventory]:
+    """Inventories of the requested regions (default: all) of the chip tree at ``chips_dir``."""
+    require_in_process(chips_dir, runner.in_process)
     found = find_regions(chips_dir)
     unknown = sorted(set(regions or ()) - set(found))
     if unknown:
         raise ValueError(f"region(s) {unknown} not found under {chips_dir}; found {sorted(found)}")
-    inventories = [scan_region(found[name]) for name in (regions or sorted(found))]
-    return build_inventories(inventories, out_dir, modalities=modalities, shard_size_mb=shard_size_mb,
-                             workers=workers, executor=executor, progress=progress)
+    return [scan_region(found[name]) for name in (regions or sorted(found))]
 
 
 def build_inventories(

@@ -21,9 +21,8 @@ from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
 from builders.registry import MODALITIES
-from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, ShardTask, build_inventories
+from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, ShardTask, build_inventories, scan_regions
 from shard_tools.executors import Executor, as_executor
-from shard_tools.inventory import find_regions, scan_region
 from shard_tools.objectstore import ObjectLock, exclusive_create_problem, protocols, put_atomic
 from shard_tools.tarwriter import atomic_write_bytes
 
@@ -59,11 +58,8 @@ def build_to_url(
                          "there and rerun with --no-lock")
     if staging is None and runner.scheduler:
         raise ValueError("with a dask scheduler, pass a staging folder shared by this machine and every worker")
-    found = find_regions(Path(chips_dir))
-    unknown = sorted(set(regions or ()) - set(found))
-    if unknown:
-        raise ValueError(f"region(s) {unknown} not found under {chips_dir}; found {sorted(found)}")
-    names = list(regions or sorted(found))
+    inventories = scan_regions(chips_dir, regions, runner)
+    names = [inventory.region for inventory in inventories]
     uploader = replace(runner, after=functools.partial(upload_shard, fs, root))
     with ExitStack() as stack:
         stage = stack.enter_context(_staging_dir(staging))
@@ -71,7 +67,7 @@ def build_to_url(
             if lock:
                 stack.enter_context(ObjectLock(fs, f"{root}/{name}/{LOCK}"))
             pull_state(fs, f"{root}/{name}", stage / name)
-        report = build_inventories([scan_region(found[name]) for name in names], stage, modalities=modalities,
+        report = build_inventories(inventories, stage, modalities=modalities,
                                    shard_size_mb=shard_size_mb, executor=uploader, progress=progress)
         for name in names:
             push_region(fs, f"{root}/{name}", stage / name)

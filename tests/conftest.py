@@ -9,6 +9,8 @@ import pytest
 from builders.sample import write_sample
 from shard_tools.build import build
 
+pytest_plugins = ["local_hub"]  # the ``local_hub`` fixture: a Hub-compatible HTTP server on 127.0.0.1
+
 SAMPLE_KWARGS = dict(regions=("conus", "europe", "pakin"), chips_per_region=10, pixels=32, seed=0)
 SHARD_SIZE_MB = 0.12  # about three 32-px chips per shard: several shards per split
 

@@ -20,7 +20,7 @@ import webdataset as wds
 import yaml
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
-from local_hub import TEST_TOKEN, LocalHub, local_hub  # noqa: F401 - fixture
+from local_hub import TEST_TOKEN, LocalHub
 
 from builders import get_modality, read_chip
 from dataset_cards.card import write_card

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from local_hub import TEST_TOKEN, LocalHub, local_hub  # noqa: F401 - fixture
+from local_hub import TEST_TOKEN, LocalHub
 
 from builders import get_modality, read_chip
 from dataset_cards.card import write_card

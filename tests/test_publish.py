@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.hf_api import RepoFile
-from local_hub import TEST_TOKEN, LocalHub, local_hub  # noqa: F401 - fixture
+from local_hub import TEST_TOKEN, LocalHub
 
 from shard_tools.publish import PublishError, PublishReport, publish
 

@@ -20,7 +20,7 @@ import torch
 from huggingface_hub import HfApi
 
 import m3leo_hf
-from local_hub import TEST_TOKEN, LocalHub, local_hub  # noqa: F401 - fixture
+from local_hub import TEST_TOKEN, LocalHub
 from m3leo_hf import reader
 from m3leo_hf.transforms import IGNORE_INDEX
 from shard_tools.build import build
