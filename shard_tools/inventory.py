@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple, Sequence, Union
 
 import fsspec
+import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
@@ -365,7 +366,8 @@ def prefetch_rows(sources: Sequence[Source]) -> dict[int, bytes]:
     """Content of the release-row ``sources`` (by position), reading each needed row group once.
 
     Memory stays at the requested rows' bytes (at most one shard of one modality) plus one row group,
-    whatever the size of the release or the order of its rows.
+    whatever the size of the release or the order of its rows. A row group pyarrow cannot read is an
+    ``OSError`` naming the file and the row group.
     """
     wanted: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
     for position, source in enumerate(sources):
@@ -373,8 +375,11 @@ def prefetch_rows(sources: Sequence[Source]) -> dict[int, bytes]:
             wanted[(source.path, source.row[0])].append((position, source.row[1]))
     contents: dict[int, bytes] = {}
     for (path, group), rows in sorted(wanted.items()):
-        column = pq.ParquetFile(path).read_row_group(group, columns=["content"]).column(0)
-        for position, index in rows:
-            contents[position] = column[index].as_py()
+        try:
+            column = pq.ParquetFile(path).read_row_group(group, columns=["content"]).column(0)
+            for position, index in rows:
+                contents[position] = column[index].as_py()
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise OSError(f"{path}: row group {group}: unreadable release content: {exc}") from None
         del column
     return contents

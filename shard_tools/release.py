@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builders.registry import modality_for_folder
@@ -100,15 +101,26 @@ def _has_splits(folder: Path) -> bool:
 
 
 def read_rows(file: Path) -> Iterator[ReleaseRow]:
-    """Every row of a release file (path, length, position), reading the small columns one row group at a time."""
-    parquet = pq.ParquetFile(file)
-    missing = sorted(set(PLAN_COLUMNS + ["content"]) - set(parquet.schema_arrow.names))
+    """Every row of a release file (path, length, position), reading the small columns one row group at a time.
+
+    A file pyarrow cannot read, or a row without path or length, is a ``ValueError`` naming the file."""
+    try:
+        parquet = pq.ParquetFile(file)
+        missing = sorted(set(PLAN_COLUMNS + ["content"]) - set(parquet.schema_arrow.names))
+        groups = parquet.metadata.num_row_groups
+    except (pa.ArrowException, ValueError, OSError) as exc:
+        raise ValueError(f"{file}: unreadable Parquet file: {exc}") from None
     if missing:
         raise ValueError(f"{file}: not a release Parquet file, missing column(s) {missing}")
-    for group in range(parquet.metadata.num_row_groups):
-        table = parquet.read_row_group(group, columns=PLAN_COLUMNS)
-        for index, (path, length) in enumerate(zip(table.column("path").to_pylist(),
-                                                   table.column("length").to_pylist())):
+    for group in range(groups):
+        try:
+            table = parquet.read_row_group(group, columns=PLAN_COLUMNS)
+            paths, lengths = table.column("path").to_pylist(), table.column("length").to_pylist()
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise ValueError(f"{file}: row group {group} unreadable: {exc}") from None
+        for index, (path, length) in enumerate(zip(paths, lengths)):
+            if path is None or length is None:
+                raise ValueError(f"{file}: row group {group} row {index} has no path or length")
             yield ReleaseRow(path, int(length), str(file), (group, index))
 
 
@@ -186,7 +198,11 @@ def _marker_texts(rows: list[ReleaseRow]) -> dict[ReleaseRow, str]:
         by_group[(row.file, row.row[0])].append(row)
     texts = {}
     for (file, group), members in sorted(by_group.items()):
-        content = pq.ParquetFile(file).read_row_group(group, columns=["content"]).column(0)
+        try:
+            content = pq.ParquetFile(file).read_row_group(group, columns=["content"]).column(0)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise ValueError(f"{file}: row group {group} unreadable: {exc}") from None
         for row in members:
-            texts[row] = content[row.row[1]].as_py().decode("utf-8", errors="replace").strip()[:200]
+            text = content[row.row[1]].as_py() or b""
+            texts[row] = text.decode("utf-8", errors="replace").strip()[:200]
     return texts
