@@ -143,7 +143,7 @@ def test_cli_convert_release(release, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ memory
 
-ROW_GROUP_CHIPS, CHIPS, SIDE = 8, 80, 512  # 2-band uint16 chips of ~1 MB, 10 row groups of ~8.4 MB
+ROW_GROUP_CHIPS, CHIPS, SIDE = 8, 192, 512  # 2-band uint16 chips of ~1 MB, 24 row groups of ~8.4 MB
 
 
 def write_big_release(root: Path, aoi: str, chips: int) -> int:
@@ -194,9 +194,11 @@ print(json.dumps({"imports": imports, "small": small, "big": status("VmHWM"), "s
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from Linux procfs")
 def test_peak_memory_stays_bounded_by_row_groups_not_input(tmp_path):
-    """Peak RSS converting 10 row groups exceeds that of converting 2 by less than 2 row groups."""
+    """Peak RSS converting 24 row groups exceeds that of converting 4 by less than 4 row groups.
+
+    Memory that grew with the input would add 20 row groups; allocator noise is a row group or two."""
     root = tmp_path / "release"
-    write_big_release(root, "small", 2 * ROW_GROUP_CHIPS)
+    write_big_release(root, "small", 4 * ROW_GROUP_CHIPS)
     total = write_big_release(root, "big", CHIPS)
     row_group = total / (CHIPS / ROW_GROUP_CHIPS)
     done = subprocess.run([sys.executable, "-c", MEASURE, str(root), str(tmp_path / "out")], cwd=REPO,
@@ -207,7 +209,7 @@ def test_peak_memory_stays_bounded_by_row_groups_not_input(tmp_path):
     mb = {key: result[key] / 1e6 for key in ("imports", "small", "big")}
     print(f"\nconvert-release: {total / 1e6:.1f} MB in {result['seconds']:.2f} s "
           f"({total / 1e6 / result['seconds']:.1f} MB/s); RSS after imports {mb['imports']:.0f} MB, peak "
-          f"{mb['small']:.0f} MB for 2 row groups, {mb['big']:.0f} MB for {CHIPS // ROW_GROUP_CHIPS} "
+          f"{mb['small']:.0f} MB for 4 row groups, {mb['big']:.0f} MB for {CHIPS // ROW_GROUP_CHIPS} "
           f"row groups of {row_group / 1e6:.1f} MB")
-    assert result["big"] - result["small"] < 2 * row_group
+    assert result["big"] - result["small"] < 4 * row_group
     assert verify_region(tmp_path / "out" / "big") == []
