@@ -131,6 +131,8 @@ class M3LEOStream(IterableDataset):
                 got, raw = next(source)
                 pending[got] = raw
             yield position, pending.pop(position)
+        for _ in source:  # nothing left to yield: lets the last shard run finish its checksum verification
+            pass
 
     def _ascending(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
         """Read ``positions`` (sorted) shard run by shard run, all modalities in lockstep."""
