@@ -164,6 +164,7 @@ def _folder_sources(rows: list[ReleaseRow], extension: str, known: set[str],
         filename = row.parts[3]
         entry = classify_entry(filename, extension)
         if entry is None:
+            problems.append(f"{row.file}: row {row.path!r} is not a chip file ({extension}, .skipped); ignored")
             continue
         chip_id, status = entry
         if chip_id not in known:
