@@ -285,7 +285,7 @@ class _Tracked:
 def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays of the ``.npy`` members and the parsed ``json`` member of a raw sample; the arrays must be
     exactly the json's ``fields``, with its dtypes and shapes (so a changed ``.npy`` header cannot
-    reinterpret values silently)."""
+    reinterpret values silently) and a ``view_as`` of the same item size."""
     key = sample["__key__"]
     try:
         info = json.loads(bytes(sample["json"]))
@@ -311,7 +311,17 @@ def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
         if field.get("dtype") != str(array.dtype) or field.get("shape") != list(array.shape):
             raise ShardError(f"{url}: member {key}.{name}.npy is {array.dtype} {list(array.shape)}, its json "
                              f"says {field.get('dtype')} {field.get('shape')}")
+        if field.get("view_as") is not None and _itemsize(field["view_as"]) != array.dtype.itemsize:
+            raise ShardError(f"{url}: sample {key}: field {name} has view_as {field['view_as']!r}, not a "
+                             f"{array.dtype.itemsize}-byte dtype")
     return arrays, info
+
+
+def _itemsize(name: object) -> int | None:
+    try:
+        return np.dtype(name).itemsize
+    except (TypeError, ValueError):
+        return None
 
 
 def npy_array(data: bytes | bytearray | np.ndarray) -> np.ndarray:
