@@ -11,11 +11,12 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
+from builders.registry import get_modality
 from m3leo_hf.collate import collate, to_torch
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
-from m3leo_hf.transforms import ModalityTransform, Size, pool_stats
+from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, pool_stats
 
 Bands = Sequence[str] | Mapping[str, Sequence[str]]
 
@@ -45,7 +46,7 @@ class M3LEOStream(IterableDataset):
                  normalize: bool | Sequence[str] = False, labels: bool = True,
                  spatial_size: Size | Mapping[str, Size] | None = None, rank: int | None = None,
                  world_size: int | None = None, verify_checksums: bool = False, retries: int = 3,
-                 storage_options: Mapping | None = None):
+                 storage_options: Mapping | None = None, datepairs: DatePairs | Mapping | bool | None = None):
         if missing not in ("mask", "skip"):
             raise ValueError(f"missing must be 'mask' or 'skip', not {missing!r}")
         if (rank is None) != (world_size is None):
@@ -63,7 +64,11 @@ class M3LEOStream(IterableDataset):
                         for r in self.roots]
         self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
         self.eligible = [self._eligible(s) for s in self.shards]
-        self.transforms = {m: self._transform(m, bands, normalize, labels, spatial_size) for m in self.modalities}
+        paired = [m for m in self.modalities if get_modality(m).variable_axis == "datepair"]
+        if datepairs not in (None, False) and not paired:
+            raise ValueError(f"datepairs= selects GUNW date pairs, but none of {self.modalities} has them")
+        self.transforms = {m: self._transform(m, bands, normalize, labels, spatial_size,
+                                              datepairs if m in paired else None) for m in self.modalities}
         self._explicit = None if rank is None else (rank, world_size)
         self._dist = self._explicit or (0, 1)
         self._placeholders: dict[str, dict] = {}
@@ -167,7 +172,7 @@ class M3LEOStream(IterableDataset):
             arrays, info = decode(sample, shard.files[modality].url if modality in shard.files else shard.region)
             available = bool(info.get("available", bool(arrays)))
             if available:
-                value = self.transforms[modality](arrays, info.get("fields", {}))
+                value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"))
             else:
                 value = {k: v.copy() for k, v in self._placeholder(modality).items()}
             out[modality] = value[modality] if list(value) == [modality] else value
@@ -190,12 +195,13 @@ class M3LEOStream(IterableDataset):
         return np.flatnonzero(np.logical_and.reduce([shard.available[m] for m in self.modalities]))
 
     def _transform(self, modality: str, bands: Mapping | None, normalize: bool | Sequence[str], labels: bool,
-                   spatial_size: Size | Mapping[str, Size] | None) -> ModalityTransform:
+                   spatial_size: Size | Mapping[str, Size] | None, datepairs: DatePairs | Mapping | bool | None
+                   ) -> ModalityTransform:
         norm = modality in normalize if not isinstance(normalize, bool) else normalize
         size = spatial_size.get(modality) if isinstance(spatial_size, Mapping) else spatial_size
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
         return ModalityTransform(modality, stats=stats, bands=(bands or {}).get(modality), normalize=norm,
-                                 labels=labels, spatial_size=size)
+                                 labels=labels, spatial_size=size, datepairs=datepairs)
 
     def _placeholder(self, modality: str) -> dict:
         """Output for chips lacking ``modality``, shaped like the first chip that has it."""
@@ -241,6 +247,11 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities
     modality names: published train stats, nodata and NaN -> 0); ``labels`` (esaworldcover ->
     ``{"label", "presence"}``); ``spatial_size`` (int, (H, W) or per modality: centre crop/pad);
     ``rank``/``world_size`` (default: torch.distributed); ``verify_checksums``; ``retries``;
-    ``storage_options`` (fsspec).
+    ``storage_options`` (fsspec); ``datepairs`` (GUNW: fixed-size date-pair selection, so gunw
+    batches; ``True`` or ``{"fields": ["unwrappedphase"], "windows": {"short": (0, 60), "medium":
+    (72, 132), "long": (140, 216)}, "rule": "far" | "close" | "mean"}`` (these are the defaults):
+    ``sample["gunw"]`` is then ``{field: (n_windows, H, W) float32, "pairs_available": (n_windows,)
+    bool}``, a window without a pair in its baseline range being zeros; see
+    ``m3leo_hf.transforms.DatePairs``).
     """
     return M3LEOStream(roots, modalities=modalities, **options)

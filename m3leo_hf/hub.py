@@ -18,7 +18,7 @@ import datasets
 import numpy as np
 
 from m3leo_hf.collate import to_torch
-from m3leo_hf.transforms import ModalityTransform, Size
+from m3leo_hf.transforms import DatePairs, ModalityTransform, Size
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
 META_COLUMNS = ("json", "__key__", "__url__")
@@ -28,7 +28,8 @@ NPY = ".npy"
 def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train", *, streaming: bool = True,
          normalize: bool = True, bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
          labels: bool = True, spatial_size: Size | None = None, available_only: bool = True, meta: bool = False,
-         revision: str | None = None, **load_kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
+         revision: str | None = None, datepairs: DatePairs | Mapping[str, Any] | bool | None = None,
+         **load_kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
     """``load_dataset(region_or_repo, modality, split=...)`` yielding ``{field: tensor, ..., "__key__": chip id}``.
 
     ``region_or_repo``: a built region folder (with its README.md card) or a Hub dataset repo id.
@@ -38,6 +39,9 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     (float32 multi-hot). ``spatial_size``: centre crop/pad the last two axes (needed to batch chips,
     whose sizes vary by a pixel or so). ``available_only``: drop chips without data for ``modality``
     (otherwise they come with ``None`` arrays). ``meta``: also return the sample's JSON as ``json``.
+    ``datepairs`` (gunw): fixed-size date-pair selection by temporal baseline, as in ``stream()``
+    (``True`` or ``{"fields", "windows", "rule"}``, see ``m3leo_hf.transforms.DatePairs``): each
+    chosen field ``(n_windows, H, W)`` float32 plus ``pairs_available`` ``(n_windows,)`` bool.
     Other keyword arguments go to ``datasets.load_dataset``.
     """
     if split not in SPLIT_NAMES:
@@ -45,7 +49,7 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     source = os.fspath(region_or_repo)
     stats = _train_stats(source, modality, revision) if normalize else None
     transform = ModalityTransform(modality, stats=stats, bands=bands, normalize=normalize, labels=labels,
-                                  spatial_size=spatial_size)
+                                  spatial_size=spatial_size, datepairs=datepairs)
     ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
                                revision=revision, **load_kwargs)
     if available_only:
@@ -67,7 +71,7 @@ class _Decoder:
         sample_meta = sample["json"]
         out: dict[str, Any] = {}
         if sample_meta["available"]:
-            out.update(to_torch(self.transform(self.read(sample), sample_meta["fields"])))
+            out.update(to_torch(self.transform(self.read(sample), sample_meta["fields"], sample_meta.get("dates"))))
         out["__key__"] = sample["__key__"]
         if self.meta:
             out["json"] = sample_meta

@@ -10,13 +10,18 @@ label maps and fixed spatial size. Inputs and outputs are numpy arrays keyed by 
 * segmentation labels (esaworldcover, ``labels=True``): ``label`` (int64 class index 0..C-1 from
   the class codes, 255 = nodata/unknown, the ignore index) and ``presence`` (float32 multi-hot over
   the classes present);
-* 1-D y/x coordinates: cropped/padded like their grid; other fields (per-datepair vectors): unchanged.
+* 1-D y/x coordinates: cropped/padded like their grid; other fields (per-datepair vectors): unchanged;
+* GUNW date-pair selection (``datepairs``, see ``DatePairs``): each chosen field becomes a fixed-size
+  ``(n_windows, H, W)`` float32 array, one pair (or the mean of the pairs) per temporal-baseline
+  window, plus ``pairs_available`` ``(n_windows,)`` bool; a window without a matching pair is zeros.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from dataclasses import dataclass, field as dataclass_field
+from datetime import datetime
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +30,8 @@ from builders.registry import get_modality
 from shard_tools.stats import is_grid
 
 IGNORE_INDEX = 255
+GUNW_BASELINES = {"short": (0, 60), "medium": (72, 132), "long": (140, 216)}  # days; the M3LEO GUNW inputs
+PAIR_RULES = ("far", "close", "mean")
 Y_DIMS, X_DIMS = {"y", "lat", "latitude"}, {"x", "lon", "longitude"}
 Size = int | tuple[int, int]
 
@@ -101,18 +108,105 @@ def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int) -
     return out
 
 
+@dataclass(frozen=True)
+class DatePairs:
+    """Fixed-size selection along a ``datepair`` axis (GUNW), as the M3LEO reference loaders do.
+
+    ``fields``: the (datepair, H, W) fields to keep (``unwrappedphase``, ``coherence``, ``amplitude``,
+    ``connectedcomponents``). ``windows``: ``{name: (min_days, max_days)}``, inclusive temporal-baseline
+    ranges, in output order (default: short 0-60, medium 72-132, long 140-216). ``rule`` for a window
+    matching several pairs: ``"far"`` the longest baseline, ``"close"`` the shortest (the reference
+    loader's first / last matching pair, pairs being stored later_earlier in date order), ``"mean"``
+    the NaN-aware mean of all of them. The baseline of a pair is later - earlier date of its
+    ``YYYYMMDD_YYYYMMDD`` label, checked against the ``deltadays`` field when the chip has one.
+    """
+
+    fields: tuple[str, ...] = ("unwrappedphase",)
+    windows: Mapping[str, tuple[float, float]] = dataclass_field(default_factory=lambda: dict(GUNW_BASELINES))
+    rule: str = "far"
+
+    @classmethod
+    def parse(cls, spec: "DatePairs | Mapping[str, Any] | bool | None") -> "DatePairs | None":
+        """``None``/``False``: no selection; ``True``: the defaults; a mapping with keys among
+        ``fields`` (name or list), ``windows``, ``rule``; or a ``DatePairs``."""
+        if spec is None or spec is False:
+            return None
+        if spec is True:
+            return cls()
+        if isinstance(spec, DatePairs):
+            spec = {"fields": spec.fields, "windows": spec.windows, "rule": spec.rule}
+        unknown = set(spec) - {"fields", "windows", "rule"}
+        if unknown:
+            raise ValueError(f"datepairs: unknown key(s) {sorted(unknown)}; use fields, windows, rule")
+        fields = spec.get("fields", cls.fields)
+        fields = (fields,) if isinstance(fields, str) else tuple(fields)
+        windows = {str(name): (float(low), float(high))
+                   for name, (low, high) in dict(spec.get("windows", GUNW_BASELINES)).items()}
+        rule = spec.get("rule", cls.rule)
+        if not fields or not windows:
+            raise ValueError("datepairs: give at least one field and one window")
+        if rule not in PAIR_RULES:
+            raise ValueError(f"datepairs: rule must be one of {PAIR_RULES}, not {rule!r}")
+        bad = {name: w for name, w in windows.items() if not w[0] <= w[1]}
+        if bad:
+            raise ValueError(f"datepairs: windows need min_days <= max_days: {bad}")
+        return cls(fields, windows, rule)
+
+    def choose(self, baselines: np.ndarray) -> list[np.ndarray]:
+        """Per window, the indices of the pairs it uses (empty: no pair in the window)."""
+        chosen = []
+        for low, high in self.windows.values():
+            match = np.flatnonzero((baselines >= low) & (baselines <= high))
+            if len(match) and self.rule != "mean":
+                days = baselines[match]
+                ties = np.flatnonzero(days == (days.max() if self.rule == "far" else days.min()))
+                match = match[[ties[0] if self.rule == "far" else ties[-1]]]
+            chosen.append(match)
+        return chosen
+
+
+def pair_baselines(labels: Sequence[str]) -> np.ndarray:
+    """Temporal baselines in days (float64) of ``YYYYMMDD_YYYYMMDD`` datepair labels, later date first."""
+    days = []
+    for label in labels:
+        try:
+            later, earlier = (datetime.strptime(part, "%Y%m%d") for part in str(label).split("_"))
+        except ValueError:
+            raise ValueError(f"datepair label {label!r} is not YYYYMMDD_YYYYMMDD") from None
+        days.append((later - earlier).days)
+    return np.array(days, dtype=np.float64)
+
+
+def nanmean_pairs(stack: np.ndarray) -> np.ndarray:
+    """Mean over the first axis of the finite values (NaN where none)."""
+    valid = np.isfinite(stack)
+    count = valid.sum(axis=0)
+    total = np.where(valid, stack, 0).sum(axis=0, dtype=np.float64)
+    return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0).astype(np.float32)
+
+
 class ModalityTransform:
     """Turn one chip's raw fields of ``modality`` into model-ready arrays (see module docstring).
 
     ``stats``: per-field band statistics (``stats.json`` ``splits.train``, or ``pool_stats`` of
     several regions), required for ``normalize``. ``bands``: band names to keep, a list for a
     single-field modality or ``{field: [names]}``. ``spatial_size``: ``(H, W)`` or ``S``.
+    ``datepairs`` (modalities with a ``datepair`` axis, GUNW): see ``DatePairs``; the output is then
+    only the chosen fields, each ``(n_windows, H, W)`` float32 (normalised with the field's scalar
+    train mean/std when ``normalize``, NaN and nodata -> 0; raw values otherwise, nodata -> NaN), and
+    ``pairs_available`` ``(n_windows,)`` bool. Pass the sample JSON's ``dates`` to ``__call__``.
     """
 
     def __init__(self, modality: str, *, stats: Mapping[str, Mapping] | None = None,
                  bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None, normalize: bool = False,
-                 labels: bool = True, spatial_size: Size | None = None):
+                 labels: bool = True, spatial_size: Size | None = None,
+                 datepairs: DatePairs | Mapping[str, Any] | bool | None = None):
         self.modality = get_modality(modality)
+        self.datepairs = DatePairs.parse(datepairs)
+        if self.datepairs is not None and self.modality.variable_axis != "datepair":
+            raise ValueError(f"{modality}: datepairs= applies to modalities with date pairs (gunw), not {modality}")
+        if self.datepairs is not None and bands is not None:
+            raise ValueError(f"{modality}: give datepairs= or bands=, not both")
         self.stats = dict(stats or {})
         self.bands = bands
         self.normalize = normalize
@@ -121,7 +215,10 @@ class ModalityTransform:
         if normalize and not self.stats:
             raise ValueError(f"{modality}: normalize=True needs the published train statistics")
 
-    def __call__(self, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
+    def __call__(self, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping],
+                 dates: Mapping | None = None) -> dict[str, np.ndarray]:
+        if self.datepairs is not None:
+            return self._select_pairs(arrays, fields, self._baselines(arrays, fields, dates))
         wanted = self._wanted_bands(fields)
         out: dict[str, np.ndarray] = {}
         for name in sorted(arrays):
@@ -140,8 +237,59 @@ class ModalityTransform:
         """Output for a chip lacking this modality, shaped like a chip with ``template`` fields:
         zeros everywhere, except label maps, which are all ``IGNORE_INDEX``."""
         arrays = {name: np.full(f["shape"], _fill(f), dtype=f["dtype"]) for name, f in template.items()}
-        return {name: value if name == "label" else np.zeros_like(value)
-                for name, value in self(arrays, template).items()}
+        if self.datepairs is not None:  # no pair matches a NaN baseline: every window is missing
+            pairs = template.get(self.datepairs.fields[0], {}).get("shape", [0])[0]
+            result = self._select_pairs(arrays, template, np.full(pairs, np.nan))
+        else:
+            result = self(arrays, template)
+        return {name: value if name == "label" else np.zeros_like(value) for name, value in result.items()}
+
+    def _baselines(self, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping],
+                   dates: Mapping | None) -> np.ndarray:
+        """Baseline days per pair from the ``dates.datepairs`` labels, checked against ``deltadays``."""
+        labels = (dates or {}).get("datepairs")
+        deltadays = arrays.get("deltadays")
+        if labels is None:
+            if deltadays is None:
+                raise KeyError(f"{self.modality.name}: datepairs= needs the sample's dates.datepairs "
+                               f"or a deltadays field")
+            return deltadays.astype(np.float64)
+        baselines = pair_baselines(labels)
+        # deltadays is stored as uint8: compare in its dtype (baselines over 255 days wrap the same way)
+        if deltadays is not None and (deltadays.shape != baselines.shape
+                                      or (baselines.astype(np.int64).astype(deltadays.dtype) != deltadays).any()):
+            raise ValueError(f"{self.modality.name}: datepairs {list(labels)} give baselines "
+                             f"{baselines.astype(int).tolist()} days but deltadays is {deltadays.tolist()}")
+        return baselines
+
+    def _select_pairs(self, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping],
+                      baselines: np.ndarray) -> dict[str, np.ndarray]:
+        """The chosen fields as ``(n_windows, H, W)`` float32 and ``pairs_available`` (see ``DatePairs``)."""
+        chosen = self.datepairs.choose(baselines)
+        out: dict[str, np.ndarray] = {}
+        for name in self.datepairs.fields:
+            if name not in arrays:
+                grids = sorted(n for n, f in fields.items() if is_grid(f))
+                raise KeyError(f"{self.modality.name}: no field {name!r} to select date pairs from; fields: {grids}")
+            field = fields.get(name, {})
+            array = view_as(arrays[name], field)
+            if array.ndim != 3 or array.shape[0] != len(baselines):
+                raise ValueError(f"{self.modality.name}.{name}: shape {array.shape} does not match "
+                                 f"{len(baselines)} date pairs")
+            stack = array.astype(np.float32)
+            stack[nodata_mask(arrays[name], field.get("nodata"))] = np.nan
+            if self.normalize:
+                mean, std = self._moments(name, (), None)
+                stack = (stack - mean[0]) / std[0]
+            windows = np.zeros((len(chosen),) + stack.shape[1:], dtype=np.float32)
+            for i, pairs in enumerate(chosen):
+                if len(pairs):
+                    windows[i] = stack[pairs[0]] if len(pairs) == 1 else nanmean_pairs(stack[pairs])
+            if self.normalize:
+                windows[~np.isfinite(windows)] = 0.0
+            out[name] = self._resize(windows, 0.0 if self.normalize else np.nan)
+        out["pairs_available"] = np.array([len(pairs) > 0 for pairs in chosen], dtype=bool)
+        return out
 
     def _grid(self, name: str, array: np.ndarray, field: Mapping, wanted: list[int] | None) -> np.ndarray:
         invalid = nodata_mask(array, field.get("nodata")) if self.normalize else None
