@@ -376,7 +376,8 @@ def prefetch_rows(sources: Sequence[Source]) -> dict[int, bytes]:
     contents: dict[int, bytes] = {}
     for (path, group), rows in sorted(wanted.items()):
         try:
-            column = pq.ParquetFile(path).read_row_group(group, columns=["content"]).column(0)
+            parquet = pq.ParquetFile(path, page_checksum_verification=True)
+            column = parquet.read_row_group(group, columns=["content"]).column(0)
             for position, index in rows:
                 contents[position] = column[index].as_py()
         except (pa.ArrowException, ValueError, OSError) as exc:

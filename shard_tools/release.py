@@ -8,6 +8,7 @@ inventoried lazily, one at a time, so the output equals ``build`` on the same ch
 Release layout (spec §3.2): ``<aoi>/<stem>_splits_*.csv`` (+ ``_parquet.csv``, geojson) and
 ``<aoi>/<stem>/<dataset_folder>/<parquet_identifier>.zstd.parquet`` with columns
 ``path, modificationTime, length, content, aoi, ds``; ``path`` is ``<aoi>/<stem>/<folder>/<file>``.
+Page CRCs, when the writer stored them (parquet-java does by default), are verified on every read.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def read_rows(file: Path) -> Iterator[ReleaseRow]:
 
     A file pyarrow cannot read, or a row without path or length, is a ``ValueError`` naming the file."""
     try:
-        parquet = pq.ParquetFile(file)
+        parquet = pq.ParquetFile(file, page_checksum_verification=True)
         missing = sorted(set(PLAN_COLUMNS + ["content"]) - set(parquet.schema_arrow.names))
         groups = parquet.metadata.num_row_groups
     except (pa.ArrowException, ValueError, OSError) as exc:
@@ -200,7 +201,8 @@ def _marker_texts(rows: list[ReleaseRow]) -> dict[ReleaseRow, str]:
     texts = {}
     for (file, group), members in sorted(by_group.items()):
         try:
-            content = pq.ParquetFile(file).read_row_group(group, columns=["content"]).column(0)
+            parquet = pq.ParquetFile(file, page_checksum_verification=True)
+            content = parquet.read_row_group(group, columns=["content"]).column(0)
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise ValueError(f"{file}: row group {group} unreadable: {exc}") from None
         for row in members:
