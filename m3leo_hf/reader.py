@@ -18,6 +18,7 @@ import math
 import os
 import tarfile
 import time
+import tokenize
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -335,7 +336,10 @@ def npy_array(data: bytes | bytearray | np.ndarray) -> np.ndarray:
     head = io.BytesIO(view[:start])
     version = np.lib.format.read_magic(head)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read_header(head)
+    try:
+        shape, fortran, dtype = read_header(head)
+    except (SyntaxError, tokenize.TokenError) as exc:  # numpy tokenizes the header dict; NULs etc. end here
+        raise ValueError(f"unparsable header: {exc}") from None
     if fortran or dtype.hasobject or any(d < 0 for d in shape):
         raise ValueError(f"unsupported header: dtype {dtype}, shape {shape}, fortran order {fortran}")
     return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
