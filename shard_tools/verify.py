@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import tarfile
+import tokenize
 from collections import Counter
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def _check_payload(url: str, name: str, extension: str, payload: bytes, problems
             json.loads(payload)
         else:
             problems.append(f"{url}: member {name}: unexpected extension")
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as exc:  # numpy tokenizes npy headers
         problems.append(f"{url}: member {name} does not decode: {exc}")
 
 
