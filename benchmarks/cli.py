@@ -26,7 +26,6 @@ from benchmarks import report
 from benchmarks.data import Config, Inputs, chip_files, ensure_shards, prepare, release_groups, write_cards
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULTS = dict(regions=["conus", "europe", "pakin"], chips_per_region=12, pixels=448, shard_size_mb=32.0)
 CASE_TIMEOUT_S = 600
 
 
@@ -34,10 +33,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("bench-out"), help="work folder (inputs are reused)")
-    parser.add_argument("--regions", nargs="+", default=DEFAULTS["regions"])
-    parser.add_argument("--chips-per-region", type=int, default=DEFAULTS["chips_per_region"])
-    parser.add_argument("--pixels", type=int, default=DEFAULTS["pixels"])
-    parser.add_argument("--shard-size-mb", type=float, default=DEFAULTS["shard_size_mb"])
+    parser.add_argument("--regions", nargs="+", default=["conus", "europe", "pakin"])
+    parser.add_argument("--chips-per-region", type=int, default=12)
+    parser.add_argument("--pixels", type=int, default=448, help="chip side (real M3LEO: 448)")
+    parser.add_argument("--shard-size-mb", type=float, default=32.0, help="about 5 chips of 448 px per shard")
     parser.add_argument("--modalities", nargs="+", default=["s1grd", "esaworldcover"])
     parser.add_argument("--split", default="train")
     parser.add_argument("--passes", type=int, default=5, help="timed passes per read case (after a warm-up)")
@@ -66,6 +65,8 @@ def cases(args: argparse.Namespace, datasets_mode: str) -> list[dict]:
          "label": "Hub release: Parquet rows of .tif/.nc bytes"},
         {"name": "datasets", "kind": "read", "case": "datasets", "label": f"stock datasets streaming, {stock}"},
         {"name": "raw_limit", "kind": "read", "case": "raw_limit", "label": "limit: raw tar bytes + np.frombuffer"},
+        {"name": "raw_limit_w2", "kind": "read", "case": "raw_limit", "label": "limit through a DataLoader, 2 workers",
+         "workers": 2},
         {"name": "ours_1region", "kind": "read", "case": "ours", "label": "ours, first region only (1/3 data)",
          "regions": 1},
         {"name": "ours_shuffle", "kind": "read", "case": "ours", "label": f"ours, shuffle buffer {buffer}",
@@ -107,10 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         results[case["name"]] = {**run_case(case, params, args, inputs), "subset": "regions" in case}
     meta = _meta(args, config, inputs, base, datasets_note, load_before, time.perf_counter() - started)
     print(report.markdown(meta, all_cases, results))
-    directories = [args.out] + ([args.results_dir] if args.results_dir else [])
+    directories = {args.out.resolve(), (args.results_dir or args.out).resolve()}
     if args.results_dir is None and _is_default(args):
-        directories.append(REPO / "benchmarks")
-    for directory in directories:
+        directories.add(REPO / "benchmarks")
+    for directory in sorted(directories):
         say("wrote " + ", ".join(str(p) for p in report.write(directory, meta, all_cases, results)))
     return 0
 
@@ -138,8 +139,9 @@ def run_case(case: dict, params: dict, args: argparse.Namespace, inputs: Inputs)
 
 
 def _is_default(args: argparse.Namespace) -> bool:
-    return (not args.cases and args.modalities == ["s1grd", "esaworldcover"] and args.split == "train"
-            and all(getattr(args, key) == value for key, value in DEFAULTS.items()))
+    """Every option but the work folder at its default (the configuration the committed results use)."""
+    defaults = vars(parse([]))
+    return all(value == defaults[key] for key, value in vars(args).items() if key not in ("out", "results_dir"))
 
 
 def _meta(args: argparse.Namespace, config: Config, inputs: Inputs, base: dict, datasets_note: str,
@@ -148,9 +150,9 @@ def _meta(args: argparse.Namespace, config: Config, inputs: Inputs, base: dict, 
     import torch
 
     chip_mb = sum(p.stat().st_size for p in inputs.chips.rglob("*") if p.is_file()) / 2**20
-    command = ".venv/bin/python -m benchmarks " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "make bench"
+    command = " ".join([".venv/bin/python -m benchmarks", shlex.join(sys.argv[1:])]).strip()
     return {
-        "command": command.strip(),
+        "command": command + ("  (= make bench)" if not sys.argv[1:] else ""),
         "config": asdict(config),
         "data": (f"{len(config.regions)} regions ({', '.join(config.regions)}) x {config.chips_per_region} chips "
                  f"at {config.pixels} px from builders.sample.write_sample ({chip_mb:.0f} MB of chip files), "
@@ -164,6 +166,5 @@ def _meta(args: argparse.Namespace, config: Config, inputs: Inputs, base: dict, 
         "machine": (f"{os.cpu_count()} CPUs shared with other users, load average {load_before[0]:.1f} before / "
                     f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}, torch {torch.__version__}, "
                     f"datasets {datasets.__version__}; whole run {seconds:.0f} s"),
-        "datasets_mode": f"{datasets_note}",
-        "notes": [],
+        "datasets_mode": datasets_note,
     }

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from builders.registry import get_modality
 
@@ -124,32 +125,54 @@ def stock_datasets(params: dict) -> Pass:
 
 def raw_limit(params: dict) -> Pass:
     """The physical limit: read each sample's tar bytes (header of its first member to the end of its
-    last) into one buffer and view the ``.npy`` payloads with ``np.frombuffer``; no tar parsing or
-    decoding (offsets from the published metadata)."""
+    last) into one uninitialised buffer and view the ``.npy`` payloads with ``np.frombuffer``; no tar
+    parsing or decoding (offsets from the published metadata). With ``workers``, the samples are dealt
+    round-robin to that many DataLoader workers (the floor of any DataLoader pipeline)."""
     modalities = params["modalities"]
     shards = _limit_plan(params["roots"], modalities, params["split"])
 
-    def one_pass() -> Iterator[tuple[str, Tensors]]:
+    def one_pass(worker: int = 0, workers: int = 1) -> Iterator[tuple[str, Tensors]]:
+        position = -1
         for paths, samples in shards:
             handles = {m: open(paths[m], "rb", buffering=0) for m in modalities}
             try:
                 for chip_id, rows in samples:
-                    tensors = {}
-                    for name, row in zip(modalities, rows):
-                        handle = handles[name]
-                        handle.seek(row["offset"])
-                        buffer = bytearray(row["size"])
-                        handle.readinto(buffer)
-                        for member in row["members"]:
-                            if member["name"].endswith(".npy"):
-                                array = npy_view(buffer, member["offset"] - row["offset"])
-                                tensors[f"{name}.{member['name'][:-4]}"] = _as_tensor(name, array)
-                    yield chip_id, tensors
+                    position += 1
+                    if position % workers == worker:
+                        yield chip_id, _limit_sample(handles, modalities, rows)
             finally:
                 for handle in handles.values():
                     handle.close()
 
-    return one_pass
+    if not params.get("workers"):
+        return one_pass
+    loader = DataLoader(_Dealt(one_pass), batch_size=None, num_workers=params["workers"])
+    return lambda: iter(loader)
+
+
+class _Dealt(IterableDataset):
+    """``one_pass(worker, workers)`` in each DataLoader worker."""
+
+    def __init__(self, one_pass: Callable[[int, int], Iterator]):
+        self.one_pass = one_pass
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        return self.one_pass(info.id, info.num_workers) if info else self.one_pass()
+
+
+def _limit_sample(handles: dict, modalities: list[str], rows: list[dict]) -> Tensors:
+    tensors = {}
+    for name, row in zip(modalities, rows):
+        handle = handles[name]
+        handle.seek(row["offset"])
+        buffer = np.empty(row["size"], dtype=np.uint8)  # not zero-filled, unlike bytearray
+        handle.readinto(buffer)
+        for member in row["members"]:
+            if member["name"].endswith(".npy"):
+                array = npy_view(buffer, member["offset"] - row["offset"])
+                tensors[f"{name}.{member['name'][:-4]}"] = _as_tensor(name, array)
+    return tensors
 
 
 READ_CASES: dict[str, Callable[[dict], Pass]] = {
@@ -158,11 +181,11 @@ READ_CASES: dict[str, Callable[[dict], Pass]] = {
 }
 
 
-def npy_view(buffer: bytearray, start: int) -> np.ndarray:
+def npy_view(buffer: np.ndarray, start: int) -> np.ndarray:
     """The array of the version 1/2 ``.npy`` file starting at ``buffer[start]``, viewed in place."""
     width = 2 if buffer[start + 6] == 1 else 4
-    end = start + 8 + width + int.from_bytes(buffer[start + 8:start + 8 + width], "little")
-    head = io.BytesIO(bytes(buffer[start:end]))
+    end = start + 8 + width + int.from_bytes(buffer[start + 8:start + 8 + width].tobytes(), "little")
+    head = io.BytesIO(buffer[start:end].tobytes())
     read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
     shape, fortran, dtype = read_header[np.lib.format.read_magic(head)](head)
     array = np.frombuffer(buffer, dtype=dtype, count=int(np.prod(shape)), offset=end)
@@ -206,7 +229,8 @@ def _limit_plan(roots: list[str], modalities: list[str], split: str) -> list[tup
             table = pq.read_table(Path(root, "metadata", f"{name}.parquet"),
                                   columns=["chip_id", "split", "shard", "sample_index", "offset", "size",
                                            "members", "available"]).to_pylist()
-            tables[name] = sorted((r for r in table if r["split"] == split), key=lambda r: (r["shard"], r["sample_index"]))
+            rows = [r for r in table if r["split"] == split]
+            tables[name] = sorted(rows, key=lambda r: (r["shard"], r["sample_index"]))
         shards: dict[str, list] = {}
         for rows in zip(*(tables[m] for m in modalities)):
             if len({r["chip_id"] for r in rows}) != 1:

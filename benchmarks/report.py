@@ -37,20 +37,22 @@ def targets(results: dict) -> list[dict]:
         ("ours >= 10x per-file reads", ratio(REFERENCE, "per_file"), 10.0, "x"),
         ("ours >= 0.8 of the raw-tar limit", ratio(REFERENCE, "raw_limit"), 0.8, "x"),
         ("ours >= stock datasets streaming", ratio(REFERENCE, "datasets"), 1.0, "x"),
+        ("(extra) ours >= 0.8 of the limit, both through 2 DataLoader workers", ratio("ours_w2", "raw_limit_w2"),
+         0.8, "x"),
     ]
     out = [{"target": t, "measured": v, "threshold": th, "unit": u, "met": None if v is None else v >= th}
            for t, v, th, u in rows]
-    extra = growth()
-    sample_mb = _sample_mb(results)
-    out.append({"target": "bounded RSS: 3x the data adds < 1 sample of peak RSS", "measured": extra,
-                "threshold": sample_mb, "unit": "MB",
-                "met": None if extra is None or sample_mb is None else extra < sample_mb})
+    extra, added = growth(), _added_mb(results)
+    out.append({"target": "bounded RSS: peak RSS growth when the data triples < 10% of the added bytes per pass",
+                "measured": extra, "threshold": None if added is None else 0.1 * added, "unit": "MB",
+                "met": None if extra is None or added is None else extra < 0.1 * added})
     return out
 
 
-def _sample_mb(results: dict) -> float | None:
-    ref = results.get(REFERENCE, {})
-    return ref["bytes"] / ref["samples"] / 2**20 if ref.get("samples") else None
+def _added_mb(results: dict) -> float | None:
+    """Tensor MB per pass that the full case reads beyond the one-region case."""
+    small, large = results.get("ours_1region", {}), results.get(REFERENCE, {})
+    return (large["bytes"] - small["bytes"]) / 2**20 if "bytes" in small and "bytes" in large else None
 
 
 def markdown(meta: dict, cases: list[dict], results: dict) -> str:
@@ -97,10 +99,36 @@ def markdown(meta: dict, cases: list[dict], results: dict) -> str:
     for t in targets(results):
         value = "n/a" if t["measured"] is None else f"{t['measured']:.2f} {t['unit']}"
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        lines.append(f"| {t['target']} (threshold {t['threshold'] if t['threshold'] is None else round(t['threshold'], 2)}"
-                     f" {t['unit']}) | {value} | {met} |")
-    lines += ["", "## Notes", ""] + [f"* {note}" for note in meta["notes"]]
+        threshold = "n/a" if t["threshold"] is None else f"{t['threshold']:.2f} {t['unit']}"
+        lines.append(f"| {t['target']} (threshold {threshold}) | {value} | {met} |")
+    lines += ["", "## Notes", ""] + [f"* {note}" for note in observations(results)]
     return "\n".join(lines) + "\n"
+
+
+def observations(results: dict) -> list[str]:
+    """What the numbers say beyond the targets (only statements the numbers support)."""
+    def get(name: str, key: str = "samples_per_s") -> float | None:
+        return results.get(name, {}).get(key)
+
+    notes = []
+    limit, per_file = get("raw_limit"), get("per_file")
+    if limit and per_file and limit < 10 * per_file:
+        notes.append(f"The raw-tar limit itself is {limit / per_file:.1f}x the per-file reads here (uncompressed "
+                     f"GeoTIFFs served from the page cache), so no reader of these bytes can reach 10x per-file.")
+    ours, ours_w2, limit_w2 = get(REFERENCE), get("ours_w2"), get("raw_limit_w2")
+    if ours and ours_w2 and limit_w2 and max(ours_w2, limit_w2) < ours:
+        notes.append(f"With 2 DataLoader workers ours ({ours_w2:.0f}/s) and the limit ({limit_w2:.0f}/s) are both "
+                     f"below one process ({ours:.0f}/s): every tensor is copied into shared memory and workers "
+                     f"restart each pass; on 2 shared cores decoding is not the bottleneck that workers relieve.")
+    shuffled, plain = results.get("ours_shuffle", {}), results.get(REFERENCE, {})
+    stock = results.get("datasets_shuffle", {})
+    if "peak_rss_mb" in shuffled and "peak_rss_mb" in plain:
+        text = (f"Shuffle buffer: ours peaks at {shuffled['peak_rss_mb']:.0f} MB with it, "
+                f"{plain['peak_rss_mb']:.0f} MB without (the buffer holds at most that many joined samples)")
+        if "peak_rss_mb" in stock:
+            text += f"; stock datasets with the same buffer peaks at {stock['peak_rss_mb']:.0f} MB"
+        notes.append(text + ".")
+    return notes
 
 
 def write(directory: Path, meta: dict, cases: list[dict], results: dict) -> list[Path]:
@@ -109,7 +137,7 @@ def write(directory: Path, meta: dict, cases: list[dict], results: dict) -> list
     md.write_text(markdown(meta, cases, results))
     slim = {name: {k: v for k, v in r.items() if k != "checksums"} for name, r in results.items()}
     payload = {"meta": meta, "cases": cases, "results": slim, "same_tensors": same_tensors(results),
-               "targets": targets(results)}
+               "targets": targets(results), "observations": observations(results)}
     js.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     return [md, js]
 
