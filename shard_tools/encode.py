@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from builders.chip import ChipError, nodata_mask
+from builders.chip import ChipError, ChipSample, nodata_mask
+from builders.isolated import IsolatedReader
 from builders.read import read_chip
 from builders.registry import Modality
 from shard_tools.inventory import Chip, Source, load_source
@@ -41,7 +42,7 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     try:
         data = load_source(source) if data is None else data
         header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
-        sample = read_chip(modality, data, chip.chip_id, source.name)
+        sample = _read(modality, data, chip.chip_id, source.name)
     except ChipError as exc:
         return _unavailable(header, f"unreadable: {exc.reason}", problem=str(exc))
     except OSError as exc:
@@ -52,6 +53,16 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
     return EncodedChip(members, True, None, fraction, stats)
+
+
+_ISOLATED = IsolatedReader()
+
+
+def _read(modality: Modality, data: bytes, chip_id: str, name: str) -> ChipSample:
+    """NetCDF goes through libhdf5, which can hang on damaged files: read it in a killable child process."""
+    if modality.container == "netcdf":
+        return _ISOLATED.read(modality, data, chip_id, name)
+    return read_chip(modality, data, chip_id, name)
 
 
 def _unavailable(header: dict, reason: str, problem: str | None = None) -> EncodedChip:

@@ -47,6 +47,7 @@ from hypothesis import strategies as st
 
 import m3leo_hf
 from builders import ChipError, get_modality, read_chip
+from builders.isolated import IsolatedReader
 from builders.sample import MODALITY_ORDER, write_release_parquet, write_sample
 from shard_tools.build import build
 from shard_tools.release import convert_release
@@ -217,20 +218,44 @@ def test_read_chip_on_damaged_bytes(chips, modality):
     check()
 
 
-@pytest.mark.xfail(strict=True, reason="HDF5 (via h5netcdf's dimension-scale lookup) loops forever on this damaged "
-                                        "file; a hang guard needs the read in a killable subprocess")
-def test_read_chip_damaged_netcdf_does_not_hang(chips):
-    """Known hang, kept as a reproducer: bytes 6574-6576 of the first gunw chip set to 62 65 be."""
-    spec = get_modality("gunw")
-    path = sorted(chips.glob(f"{REGION}/*/{spec.folder}/*.nc"))[0]
-    code = ("import sys; from builders import get_modality, read_chip, ChipError\n"
-            "data = bytearray(open(sys.argv[1], 'rb').read()); data[6574:6577] = b'be\\xbe'\n"
-            "try:\n    read_chip(get_modality('gunw'), bytes(data), sys.argv[2])\nexcept ChipError:\n    pass\n")
-    try:
-        subprocess.run([sys.executable, "-c", code, str(path), path.stem], timeout=HANG_S, check=True,
-                       capture_output=True)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"read_chip still running after {HANG_S} s")
+def hanging_gunw_chip(chips: Path) -> tuple[Path, bytes]:
+    """The first gunw chip with bytes 6574-6576 set to 62 65 be: libhdf5 (via h5netcdf's dimension-scale
+    lookup) loops forever on it, in C, where no Python signal or timeout can stop it."""
+    path = sorted(chips.glob(f"{REGION}/*/{get_modality('gunw').folder}/*.nc"))[0]
+    data = bytearray(path.read_bytes())
+    data[6574:6577] = b"be\xbe"
+    return path, bytes(data)
+
+
+def test_isolated_reader_stops_a_reader_hanging_in_hdf5(chips):
+    """The build reads NetCDF in a killable child: the hanging chip is a ChipError after the deadline,
+    and the next chip reads normally in a fresh child."""
+    path, data = hanging_gunw_chip(chips)
+    reader = IsolatedReader(timeout_s=HANG_S)
+    with pytest.raises(ChipError, match=f"chip {path.stem}: .*: reader still busy after {HANG_S} s"):
+        reader.read(get_modality("gunw"), data, path.stem, path.name)
+    good = reader.read(get_modality("gunw"), path.read_bytes(), path.stem, path.name)
+    reference = read_chip(get_modality("gunw"), path, path.stem)
+    assert good.arrays.keys() == reference.arrays.keys()
+    assert all(np.array_equal(good.arrays[k], reference.arrays[k], equal_nan=True) for k in reference.arrays)
+    reader.close()
+
+
+def test_build_over_a_hanging_chip_finishes_and_names_it(chips, tmp_path):
+    path, data = hanging_gunw_chip(chips)
+    tree = tmp_path / "chips"
+    shutil.copytree(chips, tree)
+    (tree / path.relative_to(chips)).write_bytes(data)
+    env = {**os.environ, "M3LEO_READ_TIMEOUT_S": str(HANG_S)}
+    done = subprocess.run([sys.executable, "-m", "shard_tools.cli", "build", "--chips", str(tree), "--out",
+                           str(tmp_path / "out"), "--modality", "gunw", "--shard-size-mb", "0.05", "--quiet"],
+                          env=env, capture_output=True, text=True, timeout=WATCHDOG_S)
+    assert done.returncode == 0, done.stderr
+    assert f"chip {path.stem}" in done.stderr and "reader still busy" in done.stderr
+    rows = pq.read_table(tmp_path / "out" / REGION / "metadata" / "gunw.parquet").to_pylist()
+    reasons = {r["chip_id"]: r["missing_reason"] for r in rows}
+    assert reasons[path.stem].startswith("unreadable: reader still busy")
+    assert verify_region(tmp_path / "out" / REGION) == []
 
 
 # ----------------------------------------------------------------------------------------------- verify
