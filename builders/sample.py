@@ -872,6 +872,7 @@ def write_release_parquet(chips: str | Path, out: str | Path, *, chips_per_file:
                 path = target / stem / folder.name / f"{name}.zstd.parquet"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 table = pa.Table.from_pylist(rows, schema=RELEASE_SCHEMA)
-                pq.write_table(table, path, compression="zstd", row_group_size=row_group_size)
+                pq.write_table(table, path, compression="zstd", row_group_size=row_group_size,
+                               write_page_checksum=True)  # as parquet-java (Spark) writes by default
                 written.append(path)
     return written

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, BuildLocked) as exc:
+    except (OSError, ValueError, KeyError, BuildLocked) as exc:
         print(f"m3leo-shard {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
