@@ -4,11 +4,8 @@ baseline, checked against expectations computed by hand from the raw shard membe
 from __future__ import annotations
 
 import datetime as dt
-import functools
-import io
 import json
 import shutil
-import tarfile
 import warnings
 from pathlib import Path
 
@@ -19,23 +16,10 @@ import torch
 import m3leo_hf
 from dataset_cards.card import write_card
 from m3leo_hf.transforms import GUNW_BASELINES, DatePairs, ModalityTransform
+from tests.test_stream_data import source
 
 FIELDS = ("unwrappedphase", "coherence", "connectedcomponents")
 REGIONS = ("conus", "pakin")
-
-
-@functools.cache
-def raw_samples(region_dir: Path, modality: str = "gunw") -> dict[str, dict]:
-    """{chip: {field: array, "json": dict}} read straight from the region's tars."""
-    out: dict[str, dict] = {}
-    for path in sorted((region_dir / modality).glob("*.tar")):
-        with tarfile.open(path) as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                data = tar.extractfile(member).read()
-                value = json.loads(data) if ext == "json" else np.load(io.BytesIO(data), allow_pickle=False)
-                out.setdefault(key, {})[ext.removesuffix(".npy")] = value
-    return out
 
 
 def baseline_days(label: str) -> int:
@@ -73,7 +57,7 @@ def train_stats(region: Path) -> dict:
 
 def test_labels_agree_with_deltadays_and_far_is_the_longest_baseline(built):
     for region in REGIONS:
-        for raw in raw_samples(built / region).values():
+        for raw in source(built / region, "gunw").values():
             if raw["json"]["available"]:
                 labels = raw["json"]["dates"]["datepairs"]
                 days = [baseline_days(label) for label in labels]
@@ -91,7 +75,7 @@ def test_rules_equal_hand_computed_selection(built, rule, normalize):
         data = m3leo_hf.stream(str(built / region), modalities=["gunw"], split="train", shuffle=False,
                                datepairs=spec, normalize=normalize, missing="skip")
         for sample in data:
-            raw = raw_samples(built / region)[sample["chip_id"]]
+            raw = source(built / region, "gunw")[sample["chip_id"]]
             assert set(sample["gunw"]) == set(FIELDS) | {"pairs_available"}
             for field in FIELDS:
                 want, available = expected(raw, field, GUNW_BASELINES, rule, stats)
