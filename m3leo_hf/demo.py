@@ -57,14 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
     step('4. stock datasets: load_dataset("<region dir>", "s1grd", split="train", streaming=True)')
+    import numpy as np
     from datasets import load_dataset
 
     region = shards / "conus"
     for modality in ("s1grd", "gunw"):
-        ds = load_dataset(str(region), modality, split="train", streaming=True).with_format("numpy")
-        row = next(iter(ds))
-        arrays = {k: f"{v.dtype}{list(v.shape)}" for k, v in row.items() if hasattr(v, "dtype") and v.ndim >= 2}
-        print(f"   {modality}: key {row['__key__']}, {arrays}")
+        row = next(iter(load_dataset(str(region), modality, split="train", streaming=True)))
+        arrays = {k: np.asarray(v) for k, v in row.items() if k.endswith(".npy") and v is not None}
+        shapes = {k: f"{v.dtype}{list(v.shape)}" for k, v in arrays.items() if v.ndim >= 2}
+        print(f"   {modality}: key {row['__key__']}, available {row['json']['available']}, {shapes}")
 
     step("5. m3leo_hf.stream: s1grd + esaworldcover joined by chip id, normalised, 2 DataLoader workers")
     from m3leo_hf import StatefulLoader, stream

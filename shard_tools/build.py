@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Sequence
 
 from builders.registry import get_modality
 from shard_tools.encode import clean_float, encode_chip
-from shard_tools.executors import Executor, as_executor, run_tasks
+from shard_tools.executors import Executor, as_executor, task_runner
 from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, prefetch_rows, require_in_process,
                                    scan_region)
 from shard_tools.lock import BuildLock
@@ -109,15 +109,16 @@ def build_inventories(
     runner = as_executor(executor, workers)
     report = BuildReport()
     say = progress or (lambda message: None)
-    for inventory in inventories:
-        region_dir = Path(out_dir) / inventory.region
-        with BuildLock(region_dir / ".build" / "lock"):
-            _build_region(inventory, region_dir, modalities, shard_size_mb, runner, report, say)
+    with task_runner(runner) as run:
+        for inventory in inventories:
+            region_dir = Path(out_dir) / inventory.region
+            with BuildLock(region_dir / ".build" / "lock"):
+                _build_region(inventory, region_dir, modalities, shard_size_mb, run, report, say)
     return report
 
 
 def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequence[str] | None,
-                  shard_size_mb: float, runner: Executor, report: BuildReport, say: Callable[[str], None]) -> None:
+                  shard_size_mb: float, run: Callable, report: BuildReport, say: Callable[[str], None]) -> None:
     selected = [m for m in inventory.modalities if not modalities or m in modalities]
     plan = plan_region(inventory, shard_size_mb)
     tasks = {m: [ShardTask(str(region_dir), inventory.region, m, shard,
@@ -129,7 +130,7 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
     report.reused += sum(len(tasks[m]) for m in selected) - len(pending)
     say(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
         f"per modality, {len(pending)} to write")
-    for task in run_tasks(write_shard, pending, runner):
+    for task in run(write_shard, pending):
         report.written += 1
         say(f"  wrote {task.modality}/{task.shard.filename}")
     records = {m: [_record(task) for task in tasks[m]] for m in inventory.modalities

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -47,23 +47,31 @@ def as_executor(executor: str | Executor, workers: int = 1) -> Executor:
     return executor if isinstance(executor, Executor) else Executor(executor, workers)
 
 
-def run_tasks(func: Callable[[T], Any], tasks: Sequence[T], executor: Executor) -> Iterator[T]:
-    """Run ``func(task)`` then ``executor.after(task)`` for every task; yield each task once both returned.
+@contextmanager
+def task_runner(executor: Executor) -> Iterator[Callable[[Callable[[T], Any], Sequence[T]], Iterator[T]]]:
+    """A ``run(func, tasks)`` for the block: it runs ``func(task)`` then ``executor.after(task)`` for every task
+    and yields each task once both returned, reusing one process pool or dask client, started on first need.
 
     Local runs yield in task order, dask runs in completion order. A failing task raises its exception
     here; tasks not yet started are cancelled.
     """
-    call = functools.partial(_call, func, executor.after)
-    if executor.kind == "dask":
-        yield from _run_dask(call, list(tasks), executor)
-    elif executor.workers == 1 or len(tasks) <= 1:
-        for task in tasks:
-            call(task)
-            yield task
-    else:
-        with ProcessPoolExecutor(max_workers=executor.workers, mp_context=get_context("spawn")) as pool:
-            for task, _ in zip(tasks, pool.map(call, tasks)):
-                yield task
+    with ExitStack() as stack:
+        backend: list = []
+
+        def run(func: Callable[[T], Any], tasks: Sequence[T]) -> Iterator[T]:
+            call = functools.partial(_call, func, executor.after)
+            if executor.kind == "local" and (executor.workers == 1 or len(tasks) <= 1):
+                for task in tasks:
+                    call(task)
+                    yield task
+                return
+            if not tasks:
+                return
+            if not backend:
+                backend.append(stack.enter_context(_open(executor)))
+            yield from (_run_dask if executor.kind == "dask" else _run_pool)(backend[0], call, list(tasks))
+
+        yield run
 
 
 def _call(func: Callable[[T], Any], after: Callable[[T], None] | None, task: T) -> None:
@@ -72,10 +80,14 @@ def _call(func: Callable[[T], Any], after: Callable[[T], None] | None, task: T) 
         after(task)
 
 
-def _run_dask(call: Callable[[T], None], tasks: list[T], executor: Executor) -> Iterator[T]:
-    if not tasks:
+@contextmanager
+def _open(executor: Executor) -> Iterator[Any]:
+    """A spawn process pool, or a dask client (of a LocalCluster started here when no scheduler is given)."""
+    if executor.kind == "local":
+        with ProcessPoolExecutor(max_workers=executor.workers, mp_context=get_context("spawn")) as pool:
+            yield pool
         return
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, LocalCluster
 
     with ExitStack() as stack:
         if executor.scheduler:
@@ -85,11 +97,22 @@ def _run_dask(call: Callable[[T], None], tasks: list[T], executor: Executor) -> 
                 n_workers=executor.workers, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster, set_as_default=False))
-        futures = client.map(call, tasks, pure=False)
-        owner = {future.key: task for future, task in zip(futures, tasks)}
-        try:
-            for future in as_completed(futures, loop=client.loop):
-                future.result()
-                yield owner[future.key]
-        finally:
-            client.cancel(futures)
+        yield client
+
+
+def _run_pool(pool: ProcessPoolExecutor, call: Callable[[T], None], tasks: list[T]) -> Iterator[T]:
+    for task, _ in zip(tasks, pool.map(call, tasks)):
+        yield task
+
+
+def _run_dask(client: Any, call: Callable[[T], None], tasks: list[T]) -> Iterator[T]:
+    from dask.distributed import as_completed
+
+    futures = client.map(call, tasks, pure=False)
+    owner = {future.key: task for future, task in zip(futures, tasks)}
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            future.result()
+            yield owner[future.key]
+    finally:
+        client.cancel(futures)
