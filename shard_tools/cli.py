@@ -172,6 +172,11 @@ def _publish(args: argparse.Namespace) -> int:
     except PublishError as exc:
         print(f"m3leo-shard publish: error: {exc}", file=sys.stderr)
         return 1
+    if args.dry_run:
+        for path in report.uploaded:
+            print(f"  upload {path}")
+        for path in report.deleted:
+            print(f"  delete {path}")
     print(report.summary())
     return 0
 

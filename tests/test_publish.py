@@ -257,7 +257,8 @@ def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, 
     region_dir = built / "europe"
     common = ["--repo-id", REPO, "--endpoint", local_hub.url, "--token", TEST_TOKEN]
     assert cli(["publish", str(region_dir), *common, "--dry-run"]) == 0
-    assert "would upload" in capsys.readouterr().out and local_hub.repos == {}
+    plan = capsys.readouterr().out
+    assert "would upload" in plan and "  upload s1grd/train-000000.tar" in plan and local_hub.repos == {}
     assert cli(["publish", str(region_dir), *common]) == 0
     assert remote_sha256(local_hub) == local_sha256(region_dir)
     assert cli(["publish", str(region), *common]) == 1
