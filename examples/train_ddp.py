@@ -58,6 +58,9 @@ def main() -> None:
     loss_fn = nn.CrossEntropyLoss(ignore_index=255)
     if dist.get_rank() == 0:
         print(f"{dist.get_world_size()} ranks on {device.type}, {len(loader)} batches per rank per epoch", flush=True)
+    if len(loader) == 0:
+        raise SystemExit(f"the train split of {args.region} gives no full batch of {args.batch_size} per rank on "
+                         f"{dist.get_world_size()} ranks: add regions or lower --batch-size")
 
     step, epoch = 0, 0
     while step < args.steps:
