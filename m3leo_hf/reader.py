@@ -10,6 +10,7 @@ are wrong raises ``ShardError`` naming the shard, the sample and the member; not
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import io
@@ -333,13 +334,21 @@ def npy_array(data: bytes | bytearray | np.ndarray) -> np.ndarray:
         raise ValueError("not a version 1.0 or 2.0 .npy payload")
     width = 2 if view[6] == 1 else 4
     start = 8 + width + int.from_bytes(view[8:8 + width], "little")
-    head = io.BytesIO(view[:start])
-    version = np.lib.format.read_magic(head)
+    shape, dtype = _npy_header(bytes(view[:start]))
+    return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(head: bytes) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a ``.npy`` header; cached: chips of a modality share a handful of headers, and
+    numpy parses each with ``ast.literal_eval``."""
+    stream = io.BytesIO(head)
+    version = np.lib.format.read_magic(stream)
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     try:
-        shape, fortran, dtype = read_header(head)
+        shape, fortran, dtype = read_header(stream)
     except (SyntaxError, tokenize.TokenError) as exc:  # numpy tokenizes the header dict; NULs etc. end here
         raise ValueError(f"unparsable header: {exc}") from None
     if fortran or dtype.hasobject or any(d < 0 for d in shape):
         raise ValueError(f"unsupported header: dtype {dtype}, shape {shape}, fortran order {fortran}")
-    return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
+    return shape, dtype
