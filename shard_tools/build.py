@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from builders.registry import get_modality
+from builders.registry import Modality, get_modality
 from shard_tools.encode import clean_float, encode_chip
 from shard_tools.executors import Executor, as_executor, task_runner
 from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, prefetch_rows, require_in_process,
@@ -27,13 +27,15 @@ SHARD_NAME = re.compile(r"^(train|val|test)-\d{6}\.tar$")
 
 @dataclass(frozen=True)
 class ShardTask:
-    """Everything a worker needs to write one shard of one modality (picklable)."""
+    """Everything a worker needs to write one shard of one modality (picklable). ``spec`` travels with the
+    task, so a modality registered at run time is known to worker processes too."""
 
     region_dir: str
     region: str
     modality: str
     shard: PlannedShard
     sources: tuple[Source, ...]
+    spec: Modality = field(compare=False)
 
     @property
     def tar_path(self) -> Path:
@@ -122,7 +124,8 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
     selected = [m for m in inventory.modalities if not modalities or m in modalities]
     plan = plan_region(inventory, shard_size_mb)
     tasks = {m: [ShardTask(str(region_dir), inventory.region, m, shard,
-                           tuple(inventory.source(m, c.chip_id) for c in shard.chips)) for shard in plan]
+                           tuple(inventory.source(m, c.chip_id) for c in shard.chips), get_modality(m))
+                 for shard in plan]
              for m in inventory.modalities}
     for modality in selected:
         _remove_leftovers(region_dir / modality, {s.filename for s in plan})
@@ -171,7 +174,7 @@ def _remove_leftovers(modality_dir: Path, planned: set[str]) -> None:
 
 def write_shard(task: ShardTask) -> None:
     """Write one shard tar (atomically) and then its build record."""
-    modality = get_modality(task.modality)
+    modality = task.spec
     writer = DeterministicTarWriter(task.tar_path)
     rows, problems, stats = [], [], {}
     fetched = prefetch_rows(task.sources)
