@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +212,3 @@ def _row(task: ShardTask, chip: Chip, source: Source, position: int, extent, enc
         "source_file": source.name or None, "source_size": source.size,
     }
 
-
-def default_workers() -> int:
-    return max(1, (os.cpu_count() or 1))

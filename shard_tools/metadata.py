@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shard_tools.encode import clean_float
 from shard_tools.inventory import SPLITS, RegionInventory
 from shard_tools.stats import empty_stats, finalize, merge
 from shard_tools.tarwriter import atomic_write_bytes
@@ -67,16 +68,12 @@ def chips_table(inventory: RegionInventory, records: dict[str, list[dict]]) -> p
         "chip_id": [c.chip_id for c in inventory.chips],
         "region": [inventory.region] * len(inventory.chips),
         "split": [c.split for c in inventory.chips],
-        **{key: [_finite(getattr(c, key)) for c in inventory.chips]
+        **{key: [clean_float(getattr(c, key)) for c in inventory.chips]
            for key in ("lon", "lat", "west", "south", "east", "north", "area_km2")},
     }
     for modality in sorted(available):
         columns[f"has_{modality}"] = [available[modality].get(c.chip_id, False) for c in inventory.chips]
     return pa.table(columns)
-
-
-def _finite(value: float) -> float | None:
-    return None if value != value else value
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
