@@ -12,7 +12,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 
 from builders.chip import ChipError, ChipSample, jsonable
-from builders.registry import Modality
+from builders.declarations import Modality
 
 TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -38,11 +38,10 @@ def read_geotiff(modality: Modality, source: str | Path | bytes, chip_id: str, n
         "band_names": meta.pop("band_names"),
         "nodata": modality.nodata if meta["file_nodata"] is None else meta["file_nodata"],
         "units": modality.units,
-        "view_as": modality.view_as,
     }
-    meta["fields"] = {modality.name: field_meta}
+    meta["fields"] = {modality.field: field_meta}
     meta["dates"] = dict(modality.dates)
-    return ChipSample(chip_id, modality.name, {modality.name: array}, jsonable(meta))
+    return ChipSample(chip_id, modality.name, {modality.field: array}, jsonable(meta))
 
 
 def _read_file(path: str | Path, chip_id: str, name: str) -> bytes:

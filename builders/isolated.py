@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builders.chip import ChipError, ChipSample
-from builders.registry import Modality
+from builders.declarations import Modality
+from builders.read import ContainerReader
 
 READ_TIMEOUT_S = float(os.environ.get("M3LEO_READ_TIMEOUT_S", "120"))
 _HEADER = struct.Struct("<Q")
@@ -45,10 +46,11 @@ class IsolatedReader:
         self.timeout_s = timeout_s
         self._child: subprocess.Popen | None = None
 
-    def read(self, modality: Modality, data: bytes, chip_id: str, name: str) -> ChipSample:
+    def read(self, modality: Modality, data: bytes, chip_id: str, name: str,
+             reader: ContainerReader | None = None) -> ChipSample:
         child = self._running_child()
         try:
-            send(child.stdin, (modality, data, chip_id, name))
+            send(child.stdin, (modality, data, chip_id, name, reader))
             ready, _, _ = select.select([child.stdout], [], [], self.timeout_s)
             if not ready:
                 self.close()
@@ -88,16 +90,17 @@ class IsolatedReader:
 
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    """The child's loop: one (modality, bytes, chip id, name) request in, ("ok", sample) or ("error", args) out."""
+    """The child's loop: one (modality, bytes, chip id, name, reader) request in, ("ok", sample) or ("error", args)
+    out."""
     from builders.read import read_chip
 
     while True:
         try:
-            modality, data, chip_id, name = receive(requests)
+            modality, data, chip_id, name, reader = receive(requests)
         except EOFError:
             return
         try:
-            send(replies, ("ok", read_chip(modality, data, chip_id, name)))
+            send(replies, ("ok", read_chip(modality, data, chip_id, name, reader)))
         except ChipError as exc:
             send(replies, ("error", (exc.chip_id, exc.source, exc.reason)))
 

@@ -9,7 +9,7 @@ import h5netcdf
 import numpy as np
 
 from builders.chip import ChipError, ChipSample, field_name, jsonable
-from builders.registry import Modality
+from builders.declarations import Modality
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # What h5py / h5netcdf raise on damaged HDF5 structures (found by fuzzing sample chips)

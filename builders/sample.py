@@ -53,6 +53,15 @@ RELEASE_SCHEMA = pa.schema([
     ("content", pa.binary()), ("aoi", pa.string()), ("ds", pa.string()),
 ])
 MODALITY_ORDER = ("s1grd", "s2rgbm", "gssic", "gunw", "esaworldcover", "ghsbuilts", "biomass", "modis", "srtmdem")
+# More folders of the real release (spec §2.16): other years, GUNW windows and months, sparse products.
+# key (config name) -> dataset folder as the release spells it.
+GROWTH_FOLDERS = {
+    "s1grd-2019": "s1grd-2019", "s2rgbm-2019": "s2rgbm-2019", "biomass-2019": "biomass-2019",
+    "gunw-2020-04-01-2020-06-30": "gunw-2020-04-01_2020-06-30", "gunw-2020-01": "gunw-2020-01",
+    "lcci-2020": "lcci-2020", "firecci51": "firecci51",
+}
+GUNW_FAMILIES = ("gunw", "gunw_monthly", "gunw48")
+LCCS_CLASSES = {10: 10, 20: 11, 30: 130, 40: 10, 50: 190, 60: 200, 70: 220, 80: 210, 90: 180, 95: 170, 100: 140}
 
 
 # --------------------------------------------------------------------------------------------- AOIs
@@ -522,9 +531,10 @@ def _gssic(path: Path, chip: _Chip, scene: _Scene, rng: np.random.Generator) -> 
         _var(nc, "geometry", ("feature", "y", "x"), geometry, nan, **grid)
 
 
-def _datepairs(aoi: Aoi, rng: np.random.Generator, seed: int) -> tuple[list[str], list[int]]:
+def _datepairs(aoi: Aoi, rng: np.random.Generator, seed: int, window: tuple[dt.date, dt.date]
+               ) -> tuple[list[str], list[int]]:
     """Pairs sharing one reference (later) date inside the window, labelled later_earlier, sorted."""
-    first = GUNW_WINDOW[0] + dt.timedelta(days=int(_rng(seed, aoi.key, "track").integers(12)))
+    first = window[0] + dt.timedelta(days=int(_rng(seed, aoi.key, "track").integers(12)))
     reference = first + dt.timedelta(days=12 * int(rng.integers(7)))
     count = int(rng.integers(2, 7))
     baselines = sorted(int(d) for d in rng.choice([6, 12, 18, 24, 36, 48, 60, 72, 96, 120, 144, 168], count,
@@ -533,9 +543,10 @@ def _datepairs(aoi: Aoi, rng: np.random.Generator, seed: int) -> tuple[list[str]
     return [p for p, _ in pairs], [d for _, d in pairs]
 
 
-def _gunw(path: Path, aoi: Aoi, chip: _Chip, scene: _Scene, rng: np.random.Generator, seed: int) -> None:
+def _gunw(path: Path, aoi: Aoi, chip: _Chip, scene: _Scene, rng: np.random.Generator, seed: int,
+          window: tuple[dt.date, dt.date] = GUNW_WINDOW) -> None:
     shape = chip.sar_shape
-    labels, deltadays = _datepairs(aoi, rng, seed)
+    labels, deltadays = _datepairs(aoi, rng, seed, window)
     n = len(labels)
     cover = scene.cover(shape)
     rho, tau = _looks(cover, "rho", "tau")
@@ -608,6 +619,33 @@ def _biomass(path: Path, chip: _Chip, scene: _Scene, rng: np.random.Generator) -
              long_name="above-ground biomass standard error")
 
 
+def _lcci(path: Path, chip: _Chip, scene: _Scene) -> None:
+    """ESA CCI Land Cover (LCCS codes, ~300 m) cut from the global NetCDF by bounding box."""
+    shape = (max(2, chip.coarse_shape[0] // 3), max(2, chip.coarse_shape[1] // 3))
+    cover = scene.cover(shape)
+    lccs = np.vectorize(LCCS_CLASSES.get, otypes=["uint8"])(cover)
+    with h5netcdf.File(path, "w") as nc:
+        _lat_lon_coords(nc, chip, shape, ("lat", "lon"))
+        _var(nc, "lccs_class", ("lat", "lon"), lccs, np.uint8(0), long_name="Land cover class defined in LCCS",
+             flag_meanings="no_data cropland_rainfed ... water snow_and_ice")
+
+
+def _firecci(chip: _Chip, scene: _Scene, rng: np.random.Generator) -> np.ndarray | None:
+    """FireCCI 5.1 (2016-2020 x BurnDate, ConfidenceLevel, LandCover, int16) or None: a chip with no burned pixel."""
+    shape = chip.gee_shape
+    if rng.random() < 0.5:
+        return None
+    cover = scene.cover(shape)
+    bands = []
+    for _ in range(2016, 2021):
+        burned = (rng.random(shape) < 0.02) & np.isin(cover, (20, 30, 40))
+        day = np.where(burned, rng.integers(1, 366, shape), 0).astype("int16")
+        confidence = np.where(burned, rng.integers(50, 101, shape), 0).astype("int16")
+        landcover = np.where(burned, cover.astype("int16"), 0).astype("int16")
+        bands += [day, confidence, landcover]
+    return np.stack(bands)
+
+
 # ------------------------------------------------------------------------------------------- manifest
 
 @dataclass
@@ -622,6 +660,7 @@ class ChipManifest:
     present: tuple[str, ...]  # modality names with a data file
     missing: tuple[str, ...]  # modality names with no file at all
     skipped: dict[str, str]  # modality name -> text of its .skipped marker
+    markers: tuple[str, ...] = ()  # modality names with a ``.tif.nodata`` marker (FireCCI: nothing burned)
 
 
 @dataclass
@@ -636,17 +675,23 @@ class RegionManifest:
     modalities: tuple[str, ...]  # modality names that have a folder
     chips: dict[str, ChipManifest]  # in split-CSV order
     stray: dict[str, str]  # modality name -> id of a file that is not in the split CSV
+    folders: dict[str, str]  # modality name -> dataset folder as written (release spelling)
 
     @property
     def chip_ids(self) -> list[str]:
         return list(self.chips)
 
+    def folder(self, modality: str) -> Path:
+        return self.data_dir / self.folders[modality]
+
     def path(self, chip_id: str, modality: str) -> Path | None:
-        """The file written for ``chip_id`` in ``modality`` (data file or .skipped marker), or None."""
-        folder = self.data_dir / get_modality(modality).folder
+        """The file written for ``chip_id`` in ``modality`` (data file, .skipped or .tif.nodata marker), or None."""
+        folder = self.folder(modality)
         chip = self.chips.get(chip_id)
         if chip is not None and modality in chip.skipped:
             return folder / f"{chip_id}.skipped"
+        if chip is not None and modality in chip.markers:
+            return folder / f"{chip_id}{get_modality(modality).extension}.nodata"
         if (chip is not None and modality in chip.present) or self.stray.get(modality) == chip_id:
             return folder / f"{chip_id}{get_modality(modality).extension}"
         return None
@@ -667,23 +712,36 @@ class SampleManifest:
 SKIP_CODES = {"gunw": "TILE_NOT_FULLY_CONTAINED_IN_ANY_GRANULE", "gssic": "NO_GRANULES_FOUND"}
 
 
-def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: _Chip, seed: int) -> None:
-    """Write ``chip``'s file for modality ``name`` into ``folder``."""
-    path = folder / f"{chip.chip_id}{get_modality(name).extension}"
+def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: _Chip, seed: int) -> bool:
+    """Write ``chip``'s file for modality ``name`` into ``folder``; False when the product has no data there
+    (FireCCI without burned area: a ``.tif.nodata`` marker instead, as geetiles writes)."""
+    modality = get_modality(name)
+    path = folder / f"{chip.chip_id}{modality.extension}"
     scene, rng = _scene(aoi, chip, seed), _rng(seed, aoi.key, chip.chip_id, name)
-    if name == "gssic":
+    family = modality.family
+    if family == "gssic":
         _gssic(path, chip, scene, rng)
-    elif name == "gunw":
-        _gunw(path, aoi, chip, scene, rng, seed)
-    elif name == "biomass":
+    elif family in GUNW_FAMILIES:
+        window = tuple(dt.date.fromisoformat(d) for d in modality.dates["window"])
+        _gunw(path, aoi, chip, scene, rng, seed, window)
+    elif family == "biomass":
         _biomass(path, chip, scene, rng)
-    elif name == "ghsbuilts":  # cut from a global GeoTIFF by bounding box, not by GEE
+    elif family == "lcci":
+        _lcci(path, chip, scene)
+    elif family == "ghsbuilts":  # cut from a global GeoTIFF by bounding box, not by GEE
         _write_geotiff(path, name, _ghsbuilts(chip, scene, rng), chip.bounds, compress="deflate", nodata=65535)
+    elif family == "firecci51":
+        data = _firecci(chip, scene, rng)
+        if data is None:
+            path.with_name(path.name + ".nodata").write_bytes(b"")
+            return False
+        _write_geotiff(path, name, data, chip.bounds)
     else:
-        data = GEE_PRODUCTS[name](aoi, chip, scene, rng)
+        data = GEE_PRODUCTS[family](aoi, chip, scene, rng)
         if chip.partial:
             data[:, ~_inside(chip, data.shape[1:])] = 0
         _write_geotiff(path, name, data, chip.bounds)
+    return True
 
 
 def _write_definitions(root: Path, aoi: Aoi, chips: list[_Chip]) -> tuple[Path, Path]:
@@ -719,27 +777,27 @@ def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed:
     chips, stray = _chips(aoi, chips_per_region, pixels, seed)
     data_dir.mkdir(parents=True, exist_ok=True)
     geojson, splits = _write_definitions(root, aoi, chips)
-    names = tuple(n for n in MODALITY_ORDER if n != "gunw" or aoi.has_gunw)
+    folders = {n: get_modality(n).folder for n in MODALITY_ORDER} | GROWTH_FOLDERS
+    names = tuple(n for n in folders if aoi.has_gunw or get_modality(n).family not in GUNW_FAMILIES)
     special = _special_chips(aoi, chips, seed)
     for name in names:
-        (data_dir / get_modality(name).folder).mkdir()
+        (data_dir / folders[name]).mkdir()
     manifest = {}
     for chip in chips:
-        present, skipped = [], {}
+        present, skipped, markers = [], {}, []
         for name in names:
-            folder = data_dir / get_modality(name).folder
+            folder = data_dir / folders[name]
             if special.get(name) != chip.chip_id:
-                _write_chip_file(folder, name, aoi, chip, seed)
-                present.append(name)
+                (present if _write_chip_file(folder, name, aoi, chip, seed) else markers).append(name)
             elif name in SKIP_CODES:
                 (folder / f"{chip.chip_id}.skipped").write_text(SKIP_CODES[name], encoding="utf-8")
                 skipped[name] = SKIP_CODES[name]
-        missing = tuple(n for n in MODALITY_ORDER if n not in present and n not in skipped)
+        missing = tuple(n for n in folders if n not in present and n not in skipped)
         manifest[chip.chip_id] = ChipManifest(chip.chip_id, chip.split, chip.bounds, chip.partial,
-                                              chip.gee_shape, tuple(present), missing, skipped)
-    _write_chip_file(data_dir / get_modality("s1grd").folder, "s1grd", aoi, stray, seed)
+                                              chip.gee_shape, tuple(present), missing, skipped, tuple(markers))
+    _write_chip_file(data_dir / folders["s1grd"], "s1grd", aoi, stray, seed)
     return RegionManifest(aoi.key, aoi.stem, geojson, splits, data_dir, names, manifest,
-                          {"s1grd": stray.chip_id})
+                          {"s1grd": stray.chip_id}, {n: folders[n] for n in names})
 
 
 def write_sample(out: str | Path, *, regions: Sequence[str] = ("conus", "europe", "pakin"),

@@ -57,13 +57,19 @@ def front_matter(summary: RegionSummary) -> dict:
         "tags": TAGS,
         "size_categories": [_size_category(summary.total_chips)],
         "viewer": False,
-        "configs": [_config(m) for m in summary.modalities],
-        "dataset_info": [dataset_info_yaml(m) for m in summary.modalities],
+        "configs": [_config(m, name) for m in summary.modalities for name in config_names(m)],
+        "dataset_info": [{**dataset_info_yaml(m), "config_name": name}
+                         for m in summary.modalities for name in config_names(m)],
     }
 
 
-def _config(summary: ModalitySummary) -> dict:
-    return {"config_name": summary.name,
+def config_names(summary: ModalitySummary) -> list[str]:
+    """A modality's configs: its own name (the shard folder) and its aliases (``s1grd`` for ``s1grd-2020``)."""
+    return [summary.name, *summary.modality.aliases]
+
+
+def _config(summary: ModalitySummary, name: str) -> dict:
+    return {"config_name": name,
             "data_files": [{"split": HF_SPLITS[split], "path": f"{summary.name}/{split}-*.tar"}
                            for split in summary.chips]}
 
@@ -85,7 +91,7 @@ def _size_category(chips: int) -> str:
 def _example_modality(summary: RegionSummary) -> ModalitySummary:
     """The modality the loading examples use: s1grd when present, else the first with data."""
     with_data = [m for m in summary.modalities if m.fields] or summary.modalities
-    return next((m for m in with_data if m.name == "s1grd"), with_data[0])
+    return next((m for m in with_data if "s1grd" in config_names(m)), with_data[0])
 
 
 def _environment() -> jinja2.Environment:

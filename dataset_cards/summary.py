@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from builders.registry import MODALITIES, Modality
+from builders.declarations import Modality
 from shard_tools.inventory import SPLITS
 
 HEADER_BYTES = 4096
@@ -79,6 +79,7 @@ class RegionSummary:
     chips: dict[str, int]  # split -> chips
     complete: dict[str, int]  # split -> chips with data in every modality of the region
     bounds: tuple[float, float, float, float] | None  # west, south, east, north of all chips
+    skipped_folders: dict[str, str] = field(default_factory=dict)  # input folders a --skip-unknown build left out
 
     @property
     def splits(self) -> list[str]:
@@ -97,15 +98,19 @@ def summarize(region_dir: str | Path) -> RegionSummary:
     if not chips_path.is_file():
         raise FileNotFoundError(f"{chips_path}: missing; is {root} a built region?")
     chips = pq.read_table(chips_path).to_pylist()
-    names = [m for m in MODALITIES if (meta / f"{m}.shards.json").is_file()]
+    index_path = meta / "modalities.json"
+    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
+    names = sorted(n for n in index.get("modalities", {}) if (meta / f"{n}.shards.json").is_file())
     if not names:
-        raise FileNotFoundError(f"{meta}: no <modality>.shards.json; is {root} a built region?")
+        raise FileNotFoundError(f"{meta}: no modality with a declaration and a shard index; is {root} a built region?")
     region = chips[0]["region"] if chips else root.name
     counts = Counter(c["split"] for c in chips)
     complete = Counter(c["split"] for c in chips if all(c.get(f"has_{n}") for n in names))
-    return RegionSummary(region, root, [_modality(root, MODALITIES[n]) for n in names],
-                         {s: counts[s] for s in SPLITS if counts[s]}, {s: complete[s] for s in SPLITS if counts[s]},
-                         _bounds(chips))
+    modalities = [_modality(root, Modality.from_json(json.loads((meta / f"{n}.modality.json").read_text())))
+                  for n in names]
+    return RegionSummary(region, root, modalities, {s: counts[s] for s in SPLITS if counts[s]},
+                         {s: complete[s] for s in SPLITS if counts[s]}, _bounds(chips),
+                         dict(index.get("skipped_folders", {})))
 
 
 def _bounds(chips: list[dict]) -> tuple[float, float, float, float] | None:

@@ -11,12 +11,12 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from builders.registry import get_modality
+from builders.declarations import Modality
 from m3leo_hf.collate import collate, to_torch
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
-from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, pool_stats
+from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, declaration, pool_stats
 
 Bands = Sequence[str] | Mapping[str, Sequence[str]]
 
@@ -64,7 +64,8 @@ class M3LEOStream(IterableDataset):
                         for r in self.roots]
         self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
         self.eligible = [self._eligible(s) for s in self.shards]
-        paired = [m for m in self.modalities if get_modality(m).variable_axis == "datepair"]
+        self.declarations = {m: self._declaration(m) for m in self.modalities}
+        paired = [m for m in self.modalities if self.declarations[m].variable_axis == "datepair"]
         if datepairs not in (None, False) and not paired:
             raise ValueError(f"datepairs= selects GUNW date pairs, but none of {self.modalities} has them")
         self.transforms = {m: self._transform(m, bands, normalize, labels, spatial_size,
@@ -175,7 +176,8 @@ class M3LEOStream(IterableDataset):
                 value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"))
             else:
                 value = {k: v.copy() for k, v in self._placeholder(modality).items()}
-            out[modality] = value[modality] if list(value) == [modality] else value
+            field = self.declarations[modality].field
+            out[modality] = value[field] if list(value) == [field] else value
             out[f"{modality}_available"] = available
             meta[modality] = info
         out["meta"] = meta
@@ -189,6 +191,11 @@ class M3LEOStream(IterableDataset):
             self._dist = (dist.get_rank(), dist.get_world_size())
         return self._dist
 
+    def _declaration(self, modality: str) -> Modality:
+        """What ``modality`` holds: the declaration published with the first region having it."""
+        return next((r.declarations[modality] for r in self.regions if modality in r.declarations),
+                    None) or declaration(modality)
+
     def _eligible(self, shard: AlignedShard) -> np.ndarray:
         if self.missing == "mask":
             return np.arange(shard.nsamples)
@@ -200,7 +207,8 @@ class M3LEOStream(IterableDataset):
         norm = modality in normalize if not isinstance(normalize, bool) else normalize
         size = spatial_size.get(modality) if isinstance(spatial_size, Mapping) else spatial_size
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
-        return ModalityTransform(modality, stats=stats, bands=(bands or {}).get(modality), normalize=norm,
+        return ModalityTransform(self.declarations[modality], stats=stats, bands=(bands or {}).get(modality),
+                                 normalize=norm,
                                  labels=labels, spatial_size=size, datepairs=datepairs)
 
     def _placeholder(self, modality: str) -> dict:

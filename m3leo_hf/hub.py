@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import datasets
 import numpy as np
 
+from builders.declarations import Modality
 from m3leo_hf.collate import to_torch
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size
 
@@ -47,8 +48,10 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
     source = os.fspath(region_or_repo)
-    stats = _train_stats(source, modality, revision) if normalize else None
-    transform = ModalityTransform(modality, stats=stats, bands=bands, normalize=normalize, labels=labels,
+    name = _shard_folder(source, modality, revision)
+    declared = Modality.from_json(_metadata_json(source, f"{name}.modality.json", revision))
+    stats = _train_stats(source, name, revision) if normalize else None
+    transform = ModalityTransform(declared, stats=stats, bands=bands, normalize=normalize, labels=labels,
                                   spatial_size=spatial_size, datepairs=datepairs)
     ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
                                revision=revision, **load_kwargs)
@@ -115,19 +118,38 @@ def _leaf_dtype(feature: Any) -> str:
     return feature.dtype
 
 
-def _train_stats(source: str, modality: str, revision: str | None) -> dict:
-    """The ``train`` split statistics of ``metadata/<modality>.stats.json`` (local folder or Hub repo)."""
-    name = f"metadata/{modality}.stats.json"
-    local = Path(source) / name
+def _metadata_json(source: str, name: str, revision: str | None) -> Any:
+    """``metadata/<name>`` of a local region folder or a Hub repo, parsed."""
+    relative = f"metadata/{name}"
+    local = Path(source) / relative
     if local.is_file():
         path = local
     elif Path(source).is_dir():
-        raise FileNotFoundError(f"{local}: missing; normalize=True needs the region's published statistics")
+        raise FileNotFoundError(f"{local}: missing; is {source} a region built by this version?")
     else:
         from huggingface_hub import hf_hub_download
 
-        path = Path(hf_hub_download(source, name, repo_type="dataset", revision=revision))
-    stats = json.loads(path.read_text()).get("splits", {}).get("train")
+        path = Path(hf_hub_download(source, relative, repo_type="dataset", revision=revision))
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{source}: {relative}: not JSON: {exc}") from None
+
+
+def _shard_folder(source: str, config: str, revision: str | None) -> str:
+    """The shard folder (and metadata name) of config ``config``: itself, or the modality it is an alias of."""
+    index = _metadata_json(source, "modalities.json", revision)
+    if config in index.get("modalities", {}):
+        return config
+    if config in index.get("aliases", {}):
+        return str(index["aliases"][config])
+    raise KeyError(f"{source} has no modality {config!r}; it has {sorted(index.get('modalities', {}))} "
+                   f"and aliases {sorted(index.get('aliases', {}))}")
+
+
+def _train_stats(source: str, modality: str, revision: str | None) -> dict:
+    """The ``train`` split statistics of ``metadata/<modality>.stats.json`` (local folder or Hub repo)."""
+    stats = _metadata_json(source, f"{modality}.stats.json", revision).get("splits", {}).get("train")
     if not stats:
-        raise ValueError(f"{source}: {name} has no train statistics; use normalize=False")
+        raise ValueError(f"{source}: metadata/{modality}.stats.json has no train statistics; use normalize=False")
     return stats

@@ -1,8 +1,9 @@
 """A built region's published metadata, read once: aligned shards, chip keys, offsets, availability, stats.
 
-Reads ``metadata/<modality>.shards.json`` (nsamples, sha256, filesize per shard),
-``metadata/<modality>.parquet`` (chip id, byte offset and availability per sample) and
-``metadata/<modality>.stats.json`` (train statistics) for the requested modalities and split.
+Reads ``metadata/modalities.json`` (config names and their aliases), and for the requested modalities and
+split ``metadata/<modality>.modality.json`` (the declaration: what the values mean),
+``metadata/<modality>.shards.json`` (nsamples, sha256, filesize per shard), ``metadata/<modality>.parquet``
+(chip id, byte offset and availability per sample) and ``metadata/<modality>.stats.json`` (train statistics).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from m3leo_hf.reader import AlignmentError, ShardFile, join, read_bytes
+from builders.declarations import Modality
+from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, join, read_bytes
 
 COLUMNS = ["chip_id", "split", "shard", "sample_index", "offset", "available", "members"]
 
@@ -51,6 +53,7 @@ class RegionIndex:
     shards: tuple[AlignedShard, ...]
     stats: Mapping[str, Mapping]
     templates: Mapping[str, tuple[str, int, int] | None]
+    declarations: Mapping[str, Modality]
 
 
 def load_region(root: str, modalities: Sequence[str], split: str, *, retries: int = 3,
@@ -62,26 +65,59 @@ def load_region(root: str, modalities: Sequence[str], split: str, *, retries: in
         except OSError as exc:
             raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
 
-    region, per_modality, stats, templates = None, {}, {}, {}
+    names = config_names(root, fetch)
+    region, per_modality, stats, templates, declarations = None, {}, {}, {}, {}
     for modality in modalities:
         stats[modality], templates[modality] = {}, None
+        name = names.get(modality, modality)
         try:
-            index = json.loads(fetch(f"{modality}.shards.json"))
+            index = json.loads(fetch(f"{name}.shards.json"))
         except FileNotFoundError as exc:
             if not _absent(exc):
                 raise
             continue  # the region has no such modality (e.g. no GUNW over Europe): all chips lack it
         region = region or index.get("name", root.rstrip("/").rsplit("/", 1)[-1]).split("/")[0]
-        table = pq.read_table(io.BytesIO(fetch(f"{modality}.parquet")), columns=COLUMNS)
+        declarations[modality] = _declaration(root, name, fetch)
+        table = pq.read_table(io.BytesIO(fetch(f"{name}.parquet")), columns=COLUMNS)
         rows = table.filter(pc.equal(table["split"], split)).to_pylist()
         per_modality[modality] = _shard_files(root, modality, index, rows, split)
-        stats[modality] = json.loads(fetch(f"{modality}.stats.json")).get("splits", {}).get("train", {})
+        stats[modality] = json.loads(fetch(f"{name}.stats.json")).get("splits", {}).get("train", {})
         templates[modality] = _template(root, table.filter(table["available"]).slice(0, 1).to_pylist())
     if not per_modality:
         raise FileNotFoundError(f"{root}: no metadata/<modality>.shards.json for any of {list(modalities)}; "
                                 f"is it a built region?")
     shards = _align(region, per_modality, modalities)
-    return RegionIndex(root, region, shards, stats, templates)
+    return RegionIndex(root, region, shards, stats, templates, declarations)
+
+
+def config_names(root: str, fetch) -> dict[str, str]:
+    """``{config name or alias: shard-folder name}`` from ``metadata/modalities.json`` (empty when absent)."""
+    try:
+        index = json.loads(fetch("modalities.json"))
+    except FileNotFoundError as exc:
+        if not _absent(exc):
+            raise
+        return {}
+    except ValueError as exc:
+        raise ShardError(f"{root}: metadata/modalities.json: not JSON: {exc}") from None
+    if not isinstance(index, Mapping) or not isinstance(index.get("aliases", {}), Mapping):
+        raise ShardError(f"{root}: metadata/modalities.json: not a modalities index")
+    names = {str(alias): str(name) for alias, name in index.get("aliases", {}).items()}
+    names.update({str(name): str(name) for name in index.get("modalities", {})})
+    return names
+
+
+def _declaration(root: str, name: str, fetch) -> Modality:
+    """The declaration the region was built with, from ``metadata/<name>.modality.json``."""
+    try:
+        return Modality.from_json(json.loads(fetch(f"{name}.modality.json")))
+    except FileNotFoundError as exc:
+        if not _absent(exc):
+            raise
+        raise ShardError(f"{root}: metadata/{name}.modality.json missing: the region was built without "
+                         "declarations (rebuild it with this version)") from None
+    except ValueError as exc:
+        raise ShardError(f"{root}: metadata/{name}.modality.json: bad declaration: {exc}") from None
 
 
 def _shard_files(root: str, modality: str, index: Mapping, rows: list[dict], split: str) -> dict[str, tuple]:

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from builders.chip import nodata_mask
+from builders.declarations import Modality
 from builders.registry import get_modality
 from shard_tools.stats import is_grid
 
@@ -185,6 +186,11 @@ def nanmean_pairs(stack: np.ndarray) -> np.ndarray:
     return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0).astype(np.float32)
 
 
+def declaration(modality: str | Modality) -> Modality:
+    """The declaration of ``modality``: given (taken from a region's metadata), else the package's catalogue."""
+    return modality if isinstance(modality, Modality) else get_modality(modality)
+
+
 class ModalityTransform:
     """Turn one chip's raw fields of ``modality`` into model-ready arrays (see module docstring).
 
@@ -197,11 +203,12 @@ class ModalityTransform:
     ``pairs_available`` ``(n_windows,)`` bool. Pass the sample JSON's ``dates`` to ``__call__``.
     """
 
-    def __init__(self, modality: str, *, stats: Mapping[str, Mapping] | None = None,
+    def __init__(self, modality: str | Modality, *, stats: Mapping[str, Mapping] | None = None,
                  bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None, normalize: bool = False,
                  labels: bool = True, spatial_size: Size | None = None,
                  datepairs: DatePairs | Mapping[str, Any] | bool | None = None):
-        self.modality = get_modality(modality)
+        self.modality = declaration(modality)
+        modality = self.modality.name
         self.datepairs = DatePairs.parse(datepairs)
         if self.datepairs is not None and self.modality.variable_axis != "datepair":
             raise ValueError(f"{modality}: datepairs= applies to modalities with date pairs (gunw), not {modality}")

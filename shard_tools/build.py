@@ -9,19 +9,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from builders.registry import Modality, get_modality
+from builders.declarations import Modality
+from builders.registry import get_modality
 from shard_tools.encode import clean_float, encode_chip
 from shard_tools.executors import Executor, as_executor, task_runner
-from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, prefetch_rows, require_in_process,
-                                   scan_region)
+from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, load_source, prefetch_rows,
+                                   require_in_process, scan_region)
 from shard_tools.lock import BuildLock
 from shard_tools.metadata import write_region_metadata
-from shard_tools.plan import PlannedShard, plan_region
+from shard_tools.plan import PlannedShard, RegionPlan, chips_per_shard_for, plan_region, read_plan
 from shard_tools.stats import empty_stats, merge
 from shard_tools.tarwriter import DeterministicTarWriter, atomic_write_bytes, json_bytes
 
 DEFAULT_SHARD_SIZE_MB = 1024.0
 SHARD_NAME = re.compile(r"^(train|val|test)-\d{6}\.tar$")
+DECLARE_HINT = ("declare it in a YAML file (`m3leo-shard declare <folder>` drafts one) and pass `--modalities FILE`, "
+                "or pass --skip-unknown to build without it")
+
+
+class UnknownFolderError(ValueError):
+    """Dataset folders no declaration covers: building without them would lose their data silently."""
+
+    def __init__(self, unmatched: dict[str, str]):
+        self.unmatched = dict(unmatched)
+        lines = "\n".join(f"  {where}: {why}" for where, why in sorted(unmatched.items()))
+        super().__init__(f"{len(unmatched)} dataset folder(s) cannot be built:\n{lines}\nFor each, {DECLARE_HINT}.")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How shards are cut and reused. ``chips_per_shard`` (default: from ``shard_size_mb`` and the largest
+    declared product) applies to a region's first build only: later builds keep the pinned plan unless
+    ``replan``. ``rehash`` checks the content of every source before reusing a shard; ``skip_unknown``
+    builds a region whose input holds undeclared folders, recording them."""
+
+    shard_size_mb: float = DEFAULT_SHARD_SIZE_MB
+    chips_per_shard: int | None = None
+    replan: bool = False
+    rehash: bool = False
+    skip_unknown: bool = False
+
+    def first_chips_per_shard(self) -> int:
+        return self.chips_per_shard or chips_per_shard_for(self.shard_size_mb)
 
 
 @dataclass(frozen=True)
@@ -46,9 +75,16 @@ class ShardTask:
 
     @property
     def plan_key(self) -> str:
-        """Fingerprint of the shard's inputs: a record with another key is stale."""
-        items = [(c.chip_id, c.split, s.name, s.size, s.status) for c, s in zip(self.shard.chips, self.sources)]
-        return hashlib.sha256(json.dumps([self.region, self.modality, items]).encode()).hexdigest()
+        """Fingerprint of the shard's inputs (names, sizes, modification times, declaration): a record with another
+        key is stale."""
+        items = [(c.chip_id, c.split, s.name, s.size, s.status, s.mtime) for c, s in zip(self.shard.chips, self.sources)]
+        declared = json.dumps(self.spec.to_json(), sort_keys=True)
+        return hashlib.sha256(json.dumps([self.region, self.modality, declared, items]).encode()).hexdigest()
+
+    @property
+    def needs_content_check(self) -> bool:
+        """A source without a modification time can change unseen: reuse then compares content hashes."""
+        return any(s.status == "file" and s.mtime is None for s in self.sources)
 
 
 @dataclass
@@ -68,19 +104,22 @@ def build(
     *,
     regions: Sequence[str] | None = None,
     modalities: Sequence[str] | None = None,
-    shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
+    **options,
 ) -> BuildReport:
     """Build every requested region and modality found under ``chips_dir`` into ``out_dir``.
+
+    ``options`` are ``BuildOptions`` fields: ``shard_size_mb``, ``chips_per_shard``, ``replan``, ``rehash``,
+    ``skip_unknown``.
 
     ``chips_dir`` is a local folder or an fsspec URL (``s3://``, ``gs://``, ``hf://``, ``file://``, ``memory://``);
     the shards are the same bytes either way. Workers read chips by URL with fsspec's configured storage options;
     a ``memory://`` tree is visible only in this process, so it needs the local executor with one worker.
     """
     inventories = scan_regions(chips_dir, regions, as_executor(executor, workers))
-    return build_inventories(inventories, out_dir, modalities=modalities, shard_size_mb=shard_size_mb,
+    return build_inventories(inventories, out_dir, modalities=modalities, options=BuildOptions(**options),
                              workers=workers, executor=executor, progress=progress)
 
 
@@ -99,36 +138,43 @@ def build_inventories(
     out_dir: str | Path,
     *,
     modalities: Sequence[str] | None = None,
-    shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
+    options: BuildOptions = BuildOptions(),
     workers: int = 1,
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
 ) -> BuildReport:
-    """Shard already-scanned regions (from a chip tree or a release): the shared back end of build/convert."""
-    for name in modalities or ():
-        get_modality(name)
+    """Shard already-scanned regions (from a chip tree or a release): the shared back end of build/convert.
+
+    ``modalities`` are config names or aliases (``s1grd-2019``, ``s1grd``). A region whose input holds a
+    dataset folder no declaration covers raises ``UnknownFolderError`` unless ``options.skip_unknown``.
+    """
+    wanted = {get_modality(name).name for name in modalities or ()}
+    if options.replan and wanted:
+        raise ValueError("--replan moves chips between shards: it rebuilds every modality, so give no --modality")
     runner = as_executor(executor, workers)
     report = BuildReport()
     say = progress or (lambda message: None)
     with task_runner(runner) as run:
         for inventory in inventories:
+            if inventory.unmatched and not options.skip_unknown:
+                raise UnknownFolderError(inventory.unmatched)
             region_dir = Path(out_dir) / inventory.region
             with BuildLock(region_dir / ".build" / "lock"):
-                _build_region(inventory, region_dir, modalities, shard_size_mb, run, report, say)
+                _build_region(inventory, region_dir, wanted, options, run, report, say)
     return report
 
 
-def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequence[str] | None,
-                  shard_size_mb: float, run: Callable, report: BuildReport, say: Callable[[str], None]) -> None:
-    selected = [m for m in inventory.modalities if not modalities or m in modalities]
-    plan = plan_region(inventory, shard_size_mb)
+def _build_region(inventory: RegionInventory, region_dir: Path, wanted: set[str], options: BuildOptions,
+                  run: Callable, report: BuildReport, say: Callable[[str], None]) -> None:
+    selected = [m for m in inventory.modalities if not wanted or m in wanted]
+    plan = _plan(inventory, region_dir, options)
     tasks = {m: [ShardTask(str(region_dir), inventory.region, m, shard,
-                           tuple(inventory.source(m, c.chip_id) for c in shard.chips), get_modality(m))
+                           tuple(inventory.source(m, c.chip_id) for c in shard.chips), inventory.specs[m])
                  for shard in plan]
              for m in inventory.modalities}
     for modality in selected:
         _remove_leftovers(region_dir / modality, {s.filename for s in plan})
-    pending = [task for m in selected for task in tasks[m] if not _is_done(task)]
+    pending = [task for m in selected for task in tasks[m] if not _is_done(task, options.rehash)]
     report.reused += sum(len(tasks[m]) for m in selected) - len(pending)
     say(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
         f"per modality, {len(pending)} to write")
@@ -137,10 +183,11 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
         say(f"  wrote {task.modality}/{task.shard.filename}")
     records = {m: [_record(task) for task in tasks[m]] for m in inventory.modalities
                if all(_is_done(task) for task in tasks[m])}
-    write_region_metadata(inventory, region_dir, records, selected)
+    write_region_metadata(inventory, plan, region_dir, records, selected)
     report.regions.append(inventory.region)
-    report.chips += len(inventory.chips)
-    report.problems += inventory.problems
+    report.chips += sum(len(shard.chips) for shard in plan)
+    report.problems += inventory.problems + plan.problems
+    report.problems += [f"{where}: {why}; skipped (--skip-unknown)" for where, why in sorted(inventory.unmatched.items())]
     for modality in selected:
         for task, record in zip(tasks[modality], records[modality]):
             report.bytes_in += sum(s.size for s in task.sources)
@@ -148,17 +195,50 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
             report.problems += record["problems"]
 
 
+def _plan(inventory: RegionInventory, region_dir: Path, options: BuildOptions) -> RegionPlan:
+    """The region's pinned plan extended with new chips, or a fresh one (first build, ``replan``)."""
+    previous = None if options.replan else read_plan(region_dir / "metadata" / "plan.parquet")
+    plan = plan_region(inventory, options.first_chips_per_shard(), previous)
+    if previous is not None and options.chips_per_shard not in (None, previous.chips_per_shard):
+        plan.problems.append(f"{inventory.region}: kept the pinned {previous.chips_per_shard} chips per shard "
+                             f"(not {options.chips_per_shard}); rebuild with --replan to change it")
+    return plan
+
+
 def _record(task: ShardTask) -> dict:
     return json.loads(task.record_path.read_text())
 
 
-def _is_done(task: ShardTask) -> bool:
-    """A shard is reused when its record matches its inputs and the tar on disk has the recorded size."""
+def _is_done(task: ShardTask, rehash: bool = False) -> bool:
+    """A shard is reused when its record matches its inputs (names, sizes, modification times) and the tar on
+    disk has the recorded size; with ``rehash``, or a source without a modification time, the sources' content
+    hashes must match the record's too."""
     try:
         record = json.loads(task.record_path.read_text())
-        return record["plan_key"] == task.plan_key and task.tar_path.stat().st_size == record["size"]
-    except (OSError, ValueError, KeyError):
+        if record["plan_key"] != task.plan_key or task.tar_path.stat().st_size != record["size"]:
+            return False
+    except (OSError, ValueError, KeyError, TypeError):
         return False
+    if rehash or task.needs_content_check:
+        return record.get("source_sha256") == source_hashes(task.sources)
+    return True
+
+
+def source_hashes(sources: Sequence[Source]) -> list[str | None]:
+    """sha256 of every file source (None for markers and absent chips), release rows read by row group."""
+    fetched = prefetch_rows(sources)
+    hashes = []
+    for position, source in enumerate(sources):
+        if source.status != "file":
+            hashes.append(None)
+            continue
+        try:
+            data = fetched.pop(position) if position in fetched else load_source(source)
+        except OSError:
+            hashes.append(None)
+            continue
+        hashes.append(hashlib.sha256(data).hexdigest())
+    return hashes
 
 
 def _remove_leftovers(modality_dir: Path, planned: set[str]) -> None:
@@ -175,13 +255,14 @@ def write_shard(task: ShardTask) -> None:
     """Write one shard tar (atomically) and then its build record."""
     modality = task.spec
     writer = DeterministicTarWriter(task.tar_path)
-    rows, problems, stats = [], [], {}
+    rows, problems, stats, hashes = [], [], {}, []
     fetched = prefetch_rows(task.sources)
     try:
         for position, (chip, source) in enumerate(zip(task.shard.chips, task.sources)):
             encoded = encode_chip(modality, task.region, chip, source, fetched.pop(position, None))
             extent = writer.write(chip.chip_id, encoded.members)
             rows.append(_row(task, chip, source, position, extent, encoded))
+            hashes.append(encoded.source_sha256)
             if encoded.problem:
                 problems.append(encoded.problem)
             for name, chip_stats in encoded.stats.items():
@@ -193,6 +274,7 @@ def write_shard(task: ShardTask) -> None:
     record = {
         "plan_key": task.plan_key, "shard": f"{task.modality}/{task.shard.filename}", "split": task.shard.split,
         "size": size, "sha256": sha256, "nsamples": len(rows), "rows": rows, "stats": stats, "problems": problems,
+        "source_sha256": hashes,
     }
     atomic_write_bytes(task.record_path, json_bytes(record))
 

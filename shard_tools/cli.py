@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_build_options(build)
     build.set_defaults(func=_build)
 
+    declare = commands.add_parser("declare", help="draft a modality declaration (YAML) from a dataset folder")
+    declare.add_argument("folder", type=Path, help="a dataset folder of GeoTIFF or NetCDF chips, e.g. .../lcci-2020")
+    declare.add_argument("--out", type=Path, help="write the YAML here (default: print it)")
+    declare.add_argument("--samples", type=int, default=3, help="chip files inspected")
+    declare.set_defaults(func=_declare)
+
     convert = commands.add_parser("convert-release", help="current Hub release Parquet files to our shards")
     convert.add_argument("parquet", nargs="+", type=Path, help="release *.zstd.parquet files or folders holding them")
     convert.add_argument("--out", required=True, type=Path)
@@ -73,7 +79,18 @@ def main(argv: list[str] | None = None) -> int:
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", action="append", dest="regions", help="repeatable; default all")
     parser.add_argument("--modality", action="append", dest="modalities", help="repeatable; default all")
-    parser.add_argument("--shard-size-mb", type=float, default=1024.0)
+    parser.add_argument("--modalities", action="append", dest="declarations", type=Path, metavar="FILE",
+                        help="YAML file of extra modality declarations (repeatable; see builders/modalities.yaml)")
+    parser.add_argument("--skip-unknown", action="store_true",
+                        help="build even if a dataset folder matches no declaration (it is left out and listed)")
+    parser.add_argument("--shard-size-mb", type=float, default=1024.0,
+                        help="shard size target of a region's first build (largest declared product per chip)")
+    parser.add_argument("--chips-per-shard", type=int, help="chips per shard of a region's first build "
+                        "(default: from --shard-size-mb); later builds keep the pinned plan")
+    parser.add_argument("--replan", action="store_true",
+                        help="discard the region's pinned shard plan and rebuild every modality on a new one")
+    parser.add_argument("--rehash", action="store_true",
+                        help="reuse a shard only if its sources' content hashes match (default: size + mtime)")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--executor", choices=EXECUTORS, default="local",
                         help="local: process pool of --workers; dask: a dask.distributed cluster")
@@ -102,8 +119,9 @@ def _build(args: argparse.Namespace) -> int:
     from shard_tools.objectstore import is_url
     from shard_tools.remote import build_to_url
 
-    options = dict(regions=args.regions, modalities=args.modalities, shard_size_mb=args.shard_size_mb,
-                   executor=Executor(args.executor, args.workers, args.scheduler), progress=_progress(args))
+    options = dict(regions=args.regions, modalities=args.modalities,
+                   executor=Executor(args.executor, args.workers, args.scheduler), progress=_progress(args),
+                   **_build_options(args))
     started = time.perf_counter()
     if is_url(args.out):
         report = build_to_url(args.chips, args.out, staging=args.staging, lock=not args.no_lock, **options)
@@ -118,9 +136,32 @@ def _convert(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     report = convert_release(args.parquet, args.out, regions=args.regions, modalities=args.modalities,
-                             shard_size_mb=args.shard_size_mb, workers=args.workers,
-                             executor=Executor(args.executor, args.workers, args.scheduler), progress=_progress(args))
+                             workers=args.workers, executor=Executor(args.executor, args.workers, args.scheduler),
+                             progress=_progress(args), **_build_options(args))
     return _summarise(report, time.perf_counter() - started, args.strict)
+
+
+def _build_options(args: argparse.Namespace) -> dict:
+    """Load the extra declarations, then the ``BuildOptions`` of the command line."""
+    from builders.registry import load_declarations
+
+    for path in args.declarations or ():
+        load_declarations(path)
+    return dict(shard_size_mb=args.shard_size_mb, chips_per_shard=args.chips_per_shard, replan=args.replan,
+                rehash=args.rehash, skip_unknown=args.skip_unknown)
+
+
+def _declare(args: argparse.Namespace) -> int:
+    from shard_tools.declare import declare_folder
+
+    text = declare_folder(args.folder, samples=args.samples)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote a declaration draft for {args.folder.name} to {args.out}; review it, then build with "
+              f"--modalities {args.out}")
+    else:
+        print(text, end="")
+    return 0
 
 
 def _progress(args: argparse.Namespace):

@@ -10,8 +10,8 @@ import numpy as np
 
 from builders.chip import ChipError, ChipSample, nodata_mask
 from builders.isolated import IsolatedReader
-from builders.read import read_chip
-from builders.registry import Modality
+from builders.declarations import Modality
+from builders.read import read_chip, reader_for
 from shard_tools.inventory import Chip, Source, load_source
 from shard_tools.stats import band_names, chip_stats, is_grid
 from shard_tools.tarwriter import json_bytes, npy_bytes
@@ -25,6 +25,7 @@ class EncodedChip:
     nodata_fraction: float | None
     stats: dict[str, dict]
     problem: str | None = None
+    source_sha256: str | None = None
 
 
 def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, data: bytes | None = None) -> EncodedChip:
@@ -36,38 +37,40 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
         "chip_id": chip.chip_id, "region": region, "split": chip.split, "modality": modality.name,
         "source": {"file": source.name or None, "size": source.size, "status": source.status},
     }
+    digest = None
     if source.status != "file":
         reason = f"{source.status}: {source.detail}" if source.detail else source.status
         return _unavailable(header, reason)
     try:
         data = load_source(source) if data is None else data
-        header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
+        digest = header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
         sample = _read(modality, data, chip.chip_id, source.name)
     except ChipError as exc:
-        return _unavailable(header, f"unreadable: {exc.reason}", problem=str(exc))
+        return _unavailable(header, f"unreadable: {exc.reason}", problem=str(exc), digest=digest)
     except OSError as exc:
         message = f"chip {chip.chip_id}: {source.name}: cannot read: {exc}"
-        return _unavailable(header, f"unreadable: {exc}", problem=message)
+        return _unavailable(header, f"unreadable: {exc}", problem=message, digest=digest)
     meta = {**header, **sample.meta, "available": True}
     members = [(f"{name}.npy", npy_bytes(sample.arrays[name])) for name in sorted(sample.arrays)]
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
-    return EncodedChip(members, True, None, fraction, stats)
+    return EncodedChip(members, True, None, fraction, stats, source_sha256=digest)
 
 
 _ISOLATED = IsolatedReader()
 
 
 def _read(modality: Modality, data: bytes, chip_id: str, name: str) -> ChipSample:
-    """NetCDF goes through libhdf5, which can hang on damaged files: read it in a killable child process."""
-    if modality.container == "netcdf":
-        return _ISOLATED.read(modality, data, chip_id, name)
-    return read_chip(modality, data, chip_id, name)
+    """Isolated containers (NetCDF: libhdf5 can hang on damaged files) are read in a killable child process."""
+    reader = reader_for(modality.container)
+    if reader.isolated:
+        return _ISOLATED.read(modality, data, chip_id, name, reader)
+    return read_chip(modality, data, chip_id, name, reader)
 
 
-def _unavailable(header: dict, reason: str, problem: str | None = None) -> EncodedChip:
+def _unavailable(header: dict, reason: str, problem: str | None = None, digest: str | None = None) -> EncodedChip:
     meta = {**header, "available": False, "missing_reason": reason}
-    return EncodedChip([("json", json_bytes(meta))], False, reason, None, {}, problem)
+    return EncodedChip([("json", json_bytes(meta))], False, reason, None, {}, problem, digest)
 
 
 def _measure(modality: Modality, arrays: dict[str, np.ndarray], meta: dict) -> tuple[dict, float | None]:

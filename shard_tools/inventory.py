@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from builders.chip import CHIP_ID
-from builders.registry import MODALITIES, modality_for_folder
+from builders.declarations import Modality
+from builders.registry import modality_for_folder
 from shard_tools.objectstore import is_url, protocols
 
 SPLITS = ("train", "val", "test")
@@ -61,7 +62,8 @@ class Chip:
 class Source:
     """Where a chip's file is: a path, or a row of a release Parquet file (``row`` = (row group, index)).
 
-    ``path`` is a local path or a full fsspec URL, either of which a worker process can open.
+    ``path`` is a local path or a full fsspec URL, either of which a worker process can open. ``mtime`` is the
+    modification time the listing gave (``None`` where the store has none: then reuse checks the content).
     """
 
     status: SourceStatus
@@ -70,6 +72,7 @@ class Source:
     detail: str = ""
     path: str | None = None
     row: tuple[int, int] | None = None
+    mtime: str | None = None
 
 
 ABSENT = Source("absent", "", detail="no file for this chip")
@@ -77,17 +80,33 @@ ABSENT = Source("absent", "", detail="no file for this chip")
 
 @dataclass
 class RegionInventory:
+    """What one region's input holds. ``specs`` declares each found modality; ``unmatched`` maps dataset folders
+    no declaration covers (or a second folder of one modality) to why, for the build to refuse or skip."""
+
     region: str
     stem: str
     chips: list[Chip]
     sources: dict[str, dict[str, Source]]
     strays: dict[str, list[str]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    specs: dict[str, Modality] = field(default_factory=dict)
+    unmatched: dict[str, str] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
-        """Modalities present in the region, in registry order."""
-        return [name for name in MODALITIES if name in self.sources]
+        """Modalities present in the region, by name."""
+        return sorted(self.sources)
+
+    def add(self, modality: Modality, where: str, sources: dict[str, Source], strays: list[str]) -> None:
+        """Record one dataset folder's chips, or why it cannot be taken (a second folder of ``modality``)."""
+        if modality.name in self.sources:
+            self.unmatched[where] = f"second folder for {modality.name} (besides {self.specs[modality.name].folder})"
+            return
+        self.specs[modality.name] = modality
+        self.sources[modality.name] = sources
+        if strays:
+            self.strays[modality.name] = strays
+            self.problems.append(f"{where}: {len(strays)} file(s) for chips not in the splits CSV, e.g. {strays[0]}")
 
     def source(self, modality: str, chip_id: str) -> Source:
         return self.sources[modality].get(chip_id, ABSENT)
@@ -100,11 +119,12 @@ SPLITS_GLOB = "*_splits_*.csv"
 
 
 class Entry(NamedTuple):
-    """One entry of a folder listing."""
+    """One entry of a folder listing; ``mtime`` is the store's modification time, when it has one."""
 
     name: str
     is_dir: bool
     size: int
+    mtime: str | None = None
 
 
 def as_location(where: str | Path) -> Location:
@@ -137,7 +157,7 @@ def list_folder(location: Location) -> list[Entry]:
         with os.scandir(location) as it:
             for entry in it:
                 is_dir = entry.is_dir()
-                entries.append(Entry(entry.name, is_dir, 0 if is_dir else _local_size(entry)))
+                entries.append(Entry(entry.name, is_dir, *((0, None) if is_dir else _local_size_mtime(entry))))
         return sorted(entries)
     fs, path = url_to_fs(location)
     entries = []
@@ -146,15 +166,27 @@ def list_folder(location: Location) -> list[Entry]:
         if name == path.rstrip("/"):  # some stores list a folder's own placeholder object
             continue
         is_dir = info["type"] == "directory" or (info.get("islink", False) and fs.isdir(name))  # file:// links
-        entries.append(Entry(name.rsplit("/", 1)[-1], is_dir, int(info.get("size") or 0)))
+        entries.append(Entry(name.rsplit("/", 1)[-1], is_dir, int(info.get("size") or 0), _url_mtime(info)))
     return sorted(entries)
 
 
-def _local_size(entry: os.DirEntry) -> int:
+def _local_size_mtime(entry: os.DirEntry) -> tuple[int, str | None]:
     try:
-        return entry.stat().st_size
+        stat = entry.stat()
     except OSError:  # a broken link: reading it later says what is wrong
-        return 0
+        return 0, None
+    return stat.st_size, str(stat.st_mtime_ns)
+
+
+MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created")
+
+
+def _url_mtime(info: dict) -> str | None:
+    """The modification time an fsspec listing reports (names differ per store), as text; None if it has none."""
+    for key in MTIME_KEYS:
+        if info.get(key) not in (None, ""):
+            return str(info[key])
+    return None
 
 
 def open_text(location: Location, **options):
@@ -283,18 +315,12 @@ def scan_region(region_dir: str | Path) -> RegionInventory:
         if not entry.is_dir:
             continue
         folder = child(data_dir, entry.name)
+        where = f"{region}/{stem}/{entry.name}"
         modality = modality_for_folder(entry.name)
         if modality is None:
-            inventory.problems.append(f"{folder}: unknown dataset folder, not registered; ignored")
+            inventory.unmatched[where] = "no declaration matches this dataset folder"
             continue
-        if modality.name in inventory.sources:
-            inventory.problems.append(f"{folder}: second folder for {modality.name}; ignored")
-            continue
-        sources, strays = _scan_folder(folder, modality.extension, known, f"{region}/{stem}/{entry.name}")
-        inventory.sources[modality.name] = sources
-        if strays:
-            inventory.strays[modality.name] = strays
-            inventory.problems.append(f"{folder}: {len(strays)} file(s) for chips not in the splits CSV, e.g. {strays[0]}")
+        inventory.add(modality, where, *_scan_folder(folder, modality.extension, known, where))
     return inventory
 
 
@@ -328,7 +354,8 @@ def _scan_folder(folder: Location, extension: str, known: set[str], prefix: str)
             continue
         order.setdefault(chip_id)
         if status == "file":
-            files[chip_id] = Source("file", f"{prefix}/{entry.name}", entry.size, path=str(child(folder, entry.name)))
+            files[chip_id] = Source("file", f"{prefix}/{entry.name}", entry.size, path=str(child(folder, entry.name)),
+                                    mtime=entry.mtime)
         else:
             markers.setdefault(chip_id, (status, entry.name))
     unread = [name for chip_id, (status, name) in markers.items() if status == "skipped" and chip_id not in files]

@@ -10,9 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shard_tools.encode import clean_float
-from shard_tools.inventory import SPLITS, RegionInventory
+from shard_tools.inventory import SPLITS, Chip, RegionInventory
+from shard_tools.plan import RegionPlan, plan_table
 from shard_tools.stats import empty_stats, finalize, merge
 from shard_tools.tarwriter import atomic_write_bytes
+
+DECLARATION_SUFFIX = ".modality.json"
 
 MEMBER = pa.struct([("name", pa.string()), ("offset", pa.int64()), ("size", pa.int64())])
 CHIP_ROW_SCHEMA = pa.schema([
@@ -28,9 +31,12 @@ STATS_NOTE = ("Per-band statistics over every available chip of the split; NaN a
               "ignored; values are taken after the field's view_as reinterpretation; std is the population std.")
 
 
-def write_region_metadata(inventory: RegionInventory, region_dir: Path, records: dict[str, list[dict]],
-                          written: list[str]) -> None:
-    """``records`` maps each fully built modality to its shard records in plan order; ``written`` were (re)built now."""
+def write_region_metadata(inventory: RegionInventory, plan: RegionPlan, region_dir: Path,
+                          records: dict[str, list[dict]], written: list[str]) -> None:
+    """``records`` maps each fully built modality to its shard records in plan order; ``written`` were (re)built now.
+
+    Files of modalities not written now are left as they are, so growth changes only what it adds.
+    """
     meta_dir = Path(region_dir) / "metadata"
     for modality in written:
         shard_records = records[modality]
@@ -38,7 +44,10 @@ def write_region_metadata(inventory: RegionInventory, region_dir: Path, records:
         write_parquet(meta_dir / f"{modality}.parquet", pa.Table.from_pylist(rows, schema=CHIP_ROW_SCHEMA))
         write_json(meta_dir / f"{modality}.shards.json", shard_index(inventory.region, modality, shard_records))
         write_json(meta_dir / f"{modality}.stats.json", region_stats(inventory.region, modality, shard_records))
-    write_parquet(meta_dir / "chips.parquet", chips_table(inventory, records))
+        write_json(meta_dir / f"{modality}{DECLARATION_SUFFIX}", inventory.specs[modality].to_json())
+    write_parquet(meta_dir / "plan.parquet", plan_table(plan))
+    write_json(meta_dir / "modalities.json", modalities_index(meta_dir, inventory.unmatched))
+    write_parquet(meta_dir / "chips.parquet", chips_table(inventory.region, plan, _availability(meta_dir, records)))
 
 
 def shard_index(region: str, modality: str, shard_records: list[dict]) -> dict:
@@ -61,18 +70,42 @@ def region_stats(region: str, modality: str, shard_records: list[dict]) -> dict:
     return {"region": region, "modality": modality, "note": STATS_NOTE, "splits": splits}
 
 
-def chips_table(inventory: RegionInventory, records: dict[str, list[dict]]) -> pa.Table:
-    """One row per chip: geometry, split, and ``has_<modality>`` for every fully built modality."""
+def modalities_index(meta_dir: Path, skipped: dict[str, str]) -> dict:
+    """``metadata/modalities.json``: every modality the region holds (its declaration file on disk), the alias
+    of each config name, and the input folders a ``--skip-unknown`` build left out."""
+    declared = {}
+    for path in sorted(meta_dir.glob(f"*{DECLARATION_SUFFIX}")):
+        spec = json.loads(path.read_text())
+        declared[spec["name"]] = {"folder": spec["folder"], "family": spec["family"], "aliases": spec["aliases"]}
+    aliases = {alias: name for name, entry in declared.items() for alias in entry["aliases"]}
+    return {"modalities": declared, "aliases": dict(sorted(aliases.items())), "skipped_folders": dict(sorted(skipped.items()))}
+
+
+def _availability(meta_dir: Path, records: dict[str, list[dict]]) -> dict[str, dict[str, bool]]:
+    """Chip availability per modality: from this build's records, else from the modality's Parquet on disk."""
     available = {m: {row["chip_id"]: row["available"] for r in recs for row in r["rows"]} for m, recs in records.items()}
+    for path in sorted(meta_dir.glob(f"*{DECLARATION_SUFFIX}")):
+        modality = path.name[: -len(DECLARATION_SUFFIX)]
+        table_path = meta_dir / f"{modality}.parquet"
+        if modality not in available and table_path.is_file():
+            table = pq.read_table(table_path, columns=["chip_id", "available"])
+            available[modality] = dict(zip(table["chip_id"].to_pylist(), table["available"].to_pylist()))
+    return available
+
+
+def chips_table(region: str, plan: RegionPlan, available: dict[str, dict[str, bool]]) -> pa.Table:
+    """One row per planned chip: geometry, split, and ``has_<modality>`` for every built modality."""
+    chips: list[Chip] = [chip for shard in plan.shards for chip in shard.chips]
+    chips.sort(key=lambda c: c.chip_id)
     columns = {
-        "chip_id": [c.chip_id for c in inventory.chips],
-        "region": [inventory.region] * len(inventory.chips),
-        "split": [c.split for c in inventory.chips],
-        **{key: [clean_float(getattr(c, key)) for c in inventory.chips]
+        "chip_id": [c.chip_id for c in chips],
+        "region": [region] * len(chips),
+        "split": [c.split for c in chips],
+        **{key: [clean_float(getattr(c, key)) for c in chips]
            for key in ("lon", "lat", "west", "south", "east", "north", "area_km2")},
     }
     for modality in sorted(available):
-        columns[f"has_{modality}"] = [available[modality].get(c.chip_id, False) for c in inventory.chips]
+        columns[f"has_{modality}"] = [available[modality].get(c.chip_id, False) for c in chips]
     return pa.table(columns)
 
 

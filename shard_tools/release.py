@@ -22,11 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builders.registry import modality_for_folder
-from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, build_inventories
+from shard_tools.build import BuildOptions, BuildReport, build_inventories
 from shard_tools.executors import Executor
 from shard_tools.inventory import RegionInventory, Source, classify_entry, region_chips
 
 PLAN_COLUMNS = ["path", "length"]
+MTIME_COLUMN = "modificationTime"
 MARKER_DETAIL = {"marker": "placeholder marker"}
 
 
@@ -38,6 +39,7 @@ class ReleaseRow:
     length: int
     file: str
     row: tuple[int, int]
+    mtime: str | None = None
 
     @property
     def parts(self) -> list[str]:
@@ -50,15 +52,15 @@ def convert_release(
     *,
     regions: Sequence[str] | None = None,
     modalities: Sequence[str] | None = None,
-    shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
+    **options,
 ) -> BuildReport:
     """Shard the release Parquet files ``paths`` (files, or folders searched recursively) into ``out``.
 
-    A region's split CSV must sit in an ancestor folder of its Parquet files (as on the Hub). Give every
-    Parquet file of a region: the shard plan depends on all its modalities.
+    A region's split CSV must sit in an ancestor folder of its Parquet files (as on the Hub). ``options`` are
+    ``BuildOptions`` fields (``shard_size_mb``, ``chips_per_shard``, ``replan``, ``rehash``, ``skip_unknown``).
     """
     by_region = group_by_region(release_files(paths))
     unknown = sorted(set(regions or ()) - set(by_region))
@@ -66,7 +68,7 @@ def convert_release(
         raise ValueError(f"region(s) {unknown} not among the release files; found {sorted(by_region)}")
     selected = [by_region[name] for name in (regions or sorted(by_region))]
     inventories = (release_inventory(region_dir, files) for region_dir, files in selected)
-    return build_inventories(inventories, out, modalities=modalities, shard_size_mb=shard_size_mb,
+    return build_inventories(inventories, out, modalities=modalities, options=BuildOptions(**options),
                              workers=workers, executor=executor, progress=progress)
 
 
@@ -113,16 +115,19 @@ def read_rows(file: Path) -> Iterator[ReleaseRow]:
         raise ValueError(f"{file}: unreadable Parquet file: {exc}") from None
     if missing:
         raise ValueError(f"{file}: not a release Parquet file, missing column(s) {missing}")
+    columns = PLAN_COLUMNS + [c for c in (MTIME_COLUMN,) if c in parquet.schema_arrow.names]
     for group in range(groups):
         try:
-            table = parquet.read_row_group(group, columns=PLAN_COLUMNS)
+            table = parquet.read_row_group(group, columns=columns)
             paths, lengths = table.column("path").to_pylist(), table.column("length").to_pylist()
+            mtimes = (table.column(MTIME_COLUMN).cast(pa.int64()).to_pylist() if MTIME_COLUMN in columns
+                      else [None] * len(paths))
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise ValueError(f"{file}: row group {group} unreadable: {exc}") from None
-        for index, (path, length) in enumerate(zip(paths, lengths)):
+        for index, (path, length, mtime) in enumerate(zip(paths, lengths, mtimes)):
             if path is None or length is None:
                 raise ValueError(f"{file}: row group {group} row {index} has no path or length")
-            yield ReleaseRow(path, int(length), str(file), (group, index))
+            yield ReleaseRow(path, int(length), str(file), (group, index), None if mtime is None else str(mtime))
 
 
 def release_inventory(region_dir: Path, files: list[Path]) -> RegionInventory:
@@ -143,16 +148,10 @@ def release_inventory(region_dir: Path, files: list[Path]) -> RegionInventory:
         modality = modality_for_folder(folder)
         where = f"{region}/{stem}/{folder}"
         if modality is None:
-            inventory.problems.append(f"{where}: unknown dataset folder, not registered; ignored")
-        elif modality.name in inventory.sources:
-            inventory.problems.append(f"{where}: second folder for {modality.name}; ignored")
+            inventory.unmatched[where] = "no declaration matches this dataset folder"
         else:
-            sources, strays = _folder_sources(folders[folder], modality.extension, known, inventory.problems)
-            inventory.sources[modality.name] = sources
-            if strays:
-                inventory.strays[modality.name] = strays
-                inventory.problems.append(f"{where}: {len(strays)} row(s) for chips not in the splits CSV, "
-                                          f"e.g. {strays[0]}")
+            inventory.add(modality, where, *_folder_sources(folders[folder], modality.extension, known,
+                                                            inventory.problems))
     return inventory
 
 
@@ -186,7 +185,7 @@ def _folder_sources(rows: list[ReleaseRow], extension: str, known: set[str],
     sources = {}
     for chip_id, (status, row) in sorted(chosen.items()):
         if status == "file":
-            sources[chip_id] = Source("file", row.path, row.length, path=row.file, row=row.row)
+            sources[chip_id] = Source("file", row.path, row.length, path=row.file, row=row.row, mtime=row.mtime)
         else:
             detail = texts.get(row, MARKER_DETAIL.get(status, ""))
             sources[chip_id] = Source(status, row.path, 0, detail=detail, path=row.file, row=row.row)

@@ -20,8 +20,7 @@ from typing import Callable, Iterator, Sequence
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
 
-from builders.registry import MODALITIES
-from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, ShardTask, build_inventories, scan_regions
+from shard_tools.build import BuildOptions, BuildReport, ShardTask, build_inventories, scan_regions
 from shard_tools.executors import Executor, as_executor
 from shard_tools.objectstore import ObjectLock, exclusive_create_problem, protocols, put_atomic
 from shard_tools.tarwriter import atomic_write_bytes
@@ -37,10 +36,10 @@ def build_to_url(
     lock: bool = True,
     regions: Sequence[str] | None = None,
     modalities: Sequence[str] | None = None,
-    shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
+    **options,
 ) -> BuildReport:
     """``build`` with the output at ``out_url``; the bytes there equal those of a local build.
 
@@ -67,8 +66,8 @@ def build_to_url(
             if lock:
                 stack.enter_context(ObjectLock(fs, f"{root}/{name}/{LOCK}"))
             pull_state(fs, f"{root}/{name}", stage / name)
-        report = build_inventories(inventories, stage, modalities=modalities,
-                                   shard_size_mb=shard_size_mb, executor=uploader, progress=progress)
+        report = build_inventories(inventories, stage, modalities=modalities, options=BuildOptions(**options),
+                                   executor=uploader, progress=progress)
         for name in names:
             push_region(fs, f"{root}/{name}", stage / name)
     return report
@@ -83,9 +82,14 @@ def upload_shard(fs: AbstractFileSystem, root: str, task: ShardTask) -> None:
 
 
 def pull_state(fs: AbstractFileSystem, remote: str, local: Path) -> None:
-    """Reset ``local`` to the finished shards under ``remote``: their records and sparse placeholders."""
+    """Reset ``local`` to the finished shards under ``remote`` (their records and sparse placeholders), its pinned
+    shard plan and its modality declarations."""
     shutil.rmtree(local, ignore_errors=True)
     sizes = _remote_sizes(fs, remote)
+    pinned = [rel for rel in sizes if rel == "metadata/plan.parquet" or rel.endswith(".modality.json")]
+    pinned_contents = fs.cat([f"{remote}/{rel}" for rel in pinned]) if pinned else {}
+    for rel in pinned:
+        atomic_write_bytes(local / rel, pinned_contents[f"{remote}/{rel}"])
     records = [rel for rel in sizes if rel.startswith(".build/") and rel.endswith(".json")]
     contents = fs.cat([f"{remote}/{rel}" for rel in records]) if records else {}
     for rel in records:
@@ -105,7 +109,7 @@ def push_region(fs: AbstractFileSystem, remote: str, local: Path) -> None:
     for path in sorted((local / "metadata").glob("*")):
         put_atomic(fs, path, f"{remote}/metadata/{path.name}")
     kept = {path.relative_to(local).as_posix() for path in local.rglob("*") if path.is_file()}
-    owned = set(MODALITIES) | {".build"}
+    owned = {path.name for path in local.iterdir() if path.is_dir() and path.name != "metadata"} | {".build"}
     stale = [f"{remote}/{rel}" for rel in _remote_sizes(fs, remote)
              if rel.split("/")[0] in owned and rel not in kept and rel != LOCK]
     if stale:

@@ -12,7 +12,7 @@ from shard_tools.build import build
 pytest_plugins = ["local_hub"]  # the ``local_hub`` fixture: a Hub-compatible HTTP server on 127.0.0.1
 
 SAMPLE_KWARGS = dict(regions=("conus", "europe", "pakin"), chips_per_region=10, pixels=32, seed=0)
-SHARD_SIZE_MB = 0.12  # about three 32-px chips per shard: several shards per split
+CHIPS_PER_SHARD = 3  # several shards per split
 
 
 @pytest.fixture(scope="session")
@@ -25,5 +25,5 @@ def sample_chips(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def built(sample_chips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards")
-    build(sample_chips, out, shard_size_mb=SHARD_SIZE_MB)
+    build(sample_chips, out, chips_per_shard=CHIPS_PER_SHARD)
     return out

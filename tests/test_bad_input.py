@@ -21,7 +21,7 @@ from shard_tools.cli import main as cli
 from shard_tools.inventory import scan_region
 from shard_tools.lock import BuildLock, BuildLocked
 from shard_tools.verify import verify_region
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_corrupt_files_are_named_and_the_rest_is_kept(pakin, tmp_path, capsys, m
     assert chip_id in str(error.value) and path.name in str(error.value)
 
     assert cli(["build", "--chips", str(chips), "--out", str(tmp_path / "out"), "--shard-size-mb",
-                str(SHARD_SIZE_MB), "--strict", "--quiet"]) == 1
+                str(CHIPS_PER_SHARD), "--strict", "--quiet"]) == 1
     warning = capsys.readouterr().err
     assert chip_id in warning and path.name in warning
     rows = rows_by_id(tmp_path / "out", modality)
@@ -99,7 +99,7 @@ def test_markers_and_missing_files(pakin, tmp_path):
     (path.parent / f"{chip_id}.tif.nodata").write_text("")
     other_id, other = a_file(scan_region(chips / "pakin"), "modis")
     other.unlink()
-    build(chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB)
+    build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
     assert rows_by_id(tmp_path / "out", "esaworldcover")[chip_id]["missing_reason"].startswith("marker")
     assert rows_by_id(tmp_path / "out", "modis")[other_id]["missing_reason"].startswith("absent")
     assert rows_by_id(tmp_path / "out", "s1grd")[chip_id]["available"] is True
@@ -108,7 +108,7 @@ def test_markers_and_missing_files(pakin, tmp_path):
 def test_stray_and_unknown_folders_are_reported(pakin, tmp_path):
     chips, inventory = pakin
     (chips / "pakin" / inventory.stem / "mystery-2020").mkdir()
-    report = build(chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB)
+    report = build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
     assert any("mystery-2020: unknown dataset folder" in p for p in report.problems)
 
 
@@ -126,10 +126,10 @@ def test_concurrent_build_is_refused_and_stale_lock_taken_over(pakin, tmp_path):
     lock = tmp_path / "out" / "pakin" / ".build" / "lock"
     with BuildLock(lock):
         with pytest.raises(BuildLocked, match="another build is running"):
-            build(chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB)
+            build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text(f"{os.uname().nodename} 999999999")
-    assert build(chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB).written > 0
+    assert build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD).written > 0
     assert not lock.exists()
 
 

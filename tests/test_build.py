@@ -19,7 +19,7 @@ from shard_tools.build import build
 from shard_tools.cli import main as cli
 from shard_tools.inventory import find_regions, scan_region
 from shard_tools.verify import verify_region
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 
 
 def tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
@@ -122,14 +122,14 @@ def test_missing_modalities_and_markers_are_recorded(built):
 
 
 def test_build_is_byte_reproducible_and_worker_independent(sample_chips, built, tmp_path):
-    build(sample_chips, tmp_path / "again", shard_size_mb=SHARD_SIZE_MB, workers=2)
+    build(sample_chips, tmp_path / "again", chips_per_shard=CHIPS_PER_SHARD, workers=2)
     assert all_files(tmp_path / "again") == all_files(built)
 
 
 def test_interrupted_build_resumes_to_identical_bytes(sample_chips, built, tmp_path):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "shard_tools.cli", "build", "--chips", str(sample_chips), "--out", str(out),
-               "--region", "conus", "--shard-size-mb", str(SHARD_SIZE_MB)]
+               "--region", "conus", "--chips-per-shard", str(CHIPS_PER_SHARD)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(out.glob("conus/.build/*/*.json"))) < 3:
@@ -142,13 +142,13 @@ def test_interrupted_build_resumes_to_identical_bytes(sample_chips, built, tmp_p
         assert tar.read_bytes() == expected[str(tar.relative_to(out / "conus"))], "no half shard is visible"
     assert (out / "conus" / ".build" / "lock").exists(), "the killed build left its lock behind"
     assert cli(["build", "--chips", str(sample_chips), "--out", str(out), "--region", "conus",
-                "--shard-size-mb", str(SHARD_SIZE_MB), "--quiet"]) == 0
+                "--chips-per-shard", str(CHIPS_PER_SHARD), "--quiet"]) == 0
     assert all_files(out / "conus") == expected
 
 
 def test_changed_input_rebuilds_only_affected_shards(sample_chips, tmp_path):
     chips = tmp_path / "chips"
     subprocess.run(["cp", "-r", str(sample_chips), str(chips)], check=True)
-    first = build(chips, tmp_path / "out", regions=["pakin"], modalities=["esaworldcover"], shard_size_mb=SHARD_SIZE_MB)
-    again = build(chips, tmp_path / "out", regions=["pakin"], modalities=["esaworldcover"], shard_size_mb=SHARD_SIZE_MB)
+    first = build(chips, tmp_path / "out", regions=["pakin"], modalities=["esaworldcover"], chips_per_shard=CHIPS_PER_SHARD)
+    again = build(chips, tmp_path / "out", regions=["pakin"], modalities=["esaworldcover"], chips_per_shard=CHIPS_PER_SHARD)
     assert first.written > 0 and again.written == 0 and again.reused == first.written

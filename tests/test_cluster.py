@@ -16,7 +16,7 @@ from shard_tools.executors import Executor
 from shard_tools.lock import BuildLocked
 from shard_tools.objectstore import ObjectLock, exclusive_create_problem
 from shard_tools.remote import build_to_url
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 from tests.test_build import all_files
 
 
@@ -33,7 +33,7 @@ def memory_files(root: str) -> dict[str, bytes]:
 
 
 def test_dask_cluster_build_is_byte_identical(sample_chips, built, scheduler, tmp_path):
-    report = build(sample_chips, tmp_path / "dask", shard_size_mb=SHARD_SIZE_MB,
+    report = build(sample_chips, tmp_path / "dask", chips_per_shard=CHIPS_PER_SHARD,
                    executor=Executor("dask", scheduler=scheduler))
     assert report.written > 0
     assert all_files(tmp_path / "dask") == all_files(built)
@@ -43,7 +43,7 @@ def test_cli_builds_into_a_file_url_on_the_cluster(sample_chips, built, schedule
     out = tmp_path / "remote"
     assert cli(["build", "--chips", str(sample_chips), "--out", f"file://{out}", "--executor", "dask",
                 "--scheduler", scheduler, "--staging", str(tmp_path / "stage"), "--region", "pakin",
-                "--shard-size-mb", str(SHARD_SIZE_MB), "--quiet"]) == 0
+                "--chips-per-shard", str(CHIPS_PER_SHARD), "--quiet"]) == 0
     assert all_files(out) == {f"pakin/{k}": v for k, v in all_files(built / "pakin").items()}
     assert not list(out.glob("*/.build/lock")), "lock objects are released"
     assert not [p for p in out.rglob("*.tmp")], "no temp objects are left"
@@ -52,14 +52,14 @@ def test_cli_builds_into_a_file_url_on_the_cluster(sample_chips, built, schedule
 def test_memory_url_build_resumes_and_prunes(sample_chips, built, tmp_path):
     url, root = "memory://m3leo-cluster-test", "/m3leo-cluster-test"
     fs = fsspec.filesystem("memory")
-    first = build_to_url(sample_chips, url, regions=["conus"], shard_size_mb=SHARD_SIZE_MB)
+    first = build_to_url(sample_chips, url, regions=["conus"], chips_per_shard=CHIPS_PER_SHARD)
     expected = all_files(built / "conus")
     assert memory_files(f"{root}/conus") == expected and first.written > 0
 
     fs.rm_file(f"{root}/conus/s1grd/train-000000.tar")
     fs.pipe_file(f"{root}/conus/s1grd/train-999999.tar", b"stale shard")
     fs.pipe_file(f"{root}/conus/gunw/.train-000000.tar.tmp", b"interrupted upload")
-    again = build_to_url(sample_chips, url, regions=["conus"], shard_size_mb=SHARD_SIZE_MB,
+    again = build_to_url(sample_chips, url, regions=["conus"], chips_per_shard=CHIPS_PER_SHARD,
                          staging=tmp_path / "stage")
     assert (again.written, again.reused) == (1, first.written - 1)
     assert memory_files(f"{root}/conus") == expected
@@ -68,7 +68,7 @@ def test_memory_url_build_resumes_and_prunes(sample_chips, built, tmp_path):
 
     with ObjectLock(fs, f"{root}/conus/.build/lock"):
         with pytest.raises(BuildLocked, match="another build is running"):
-            build_to_url(sample_chips, url, regions=["conus"], shard_size_mb=SHARD_SIZE_MB)
+            build_to_url(sample_chips, url, regions=["conus"], chips_per_shard=CHIPS_PER_SHARD)
     fs.rm(root, recursive=True)
 
 

@@ -17,7 +17,7 @@ from builders import MODALITIES, Modality, get_modality, register
 from shard_tools.build import build
 from shard_tools.inventory import scan_region
 from shard_tools.verify import verify_region
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 
 FIRECCI = Modality(
     name="firecci51", folder="firecci51", container="geotiff", dtype="int16", nodata=0,
@@ -57,7 +57,7 @@ def test_a_declared_modality_builds_with_worker_processes(firecci, sample_chips,
         write_chip(folder / f"{chip.chip_id}.tif", written[chip.chip_id], (chip.west, chip.south, chip.east, chip.north))
     (folder / f"{unburned.chip_id}.tif.nodata").write_bytes(b"")  # the real data's no-fire marker
 
-    build(chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB, workers=2)
+    build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD, workers=2)
 
     region = tmp_path / "out" / "pakin"
     assert verify_region(region) == []

@@ -20,7 +20,7 @@ from builders.sample import RELEASE_SCHEMA, release_placeholder, write_release_p
 from shard_tools.cli import main as cli
 from shard_tools.release import convert_release, release_files, release_inventory
 from shard_tools.verify import verify_region
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def release(sample_chips, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def converted(release, tmp_path_factory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("converted")
-    report = convert_release([release], out, shard_size_mb=SHARD_SIZE_MB)
+    report = convert_release([release], out, chips_per_shard=CHIPS_PER_SHARD)
     return out, report
 
 

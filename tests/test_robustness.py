@@ -82,7 +82,7 @@ def chips(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def region(chips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("robust_shards")
-    build(chips, out, modalities=MODALITIES, shard_size_mb=0.05)
+    build(chips, out, modalities=MODALITIES, chips_per_shard=1)
     return out / REGION
 
 
@@ -248,7 +248,7 @@ def test_build_over_a_hanging_chip_finishes_and_names_it(chips, tmp_path):
     (tree / path.relative_to(chips)).write_bytes(data)
     env = {**os.environ, "M3LEO_READ_TIMEOUT_S": str(HANG_S)}
     done = subprocess.run([sys.executable, "-m", "shard_tools.cli", "build", "--chips", str(tree), "--out",
-                           str(tmp_path / "out"), "--modality", "gunw", "--shard-size-mb", "0.05", "--quiet"],
+                           str(tmp_path / "out"), "--modality", "gunw", "--chips-per-shard", "1", "--quiet"],
                           env=env, capture_output=True, text=True, timeout=WATCHDOG_S)
     assert done.returncode == 0, done.stderr
     assert f"chip {path.stem}" in done.stderr and "reader still busy" in done.stderr
@@ -407,7 +407,7 @@ def test_convert_release_on_damaged_parquet(release, tmp_path):
     def convert(modality: str) -> tuple[dict[str, dict], list[str]]:
         out = tmp_path / "out"
         shutil.rmtree(out, ignore_errors=True)
-        report = convert_release([release], out, modalities=[modality], shard_size_mb=0.05)
+        report = convert_release([release], out, modalities=[modality], chips_per_shard=1)
         return {row["chip_id"]: row for row in _rows(out / REGION, modality)}, report.problems
 
     @FUZZ
@@ -472,7 +472,7 @@ def test_concurrent_builds_are_refused_or_safe(chips, tmp_path):
     running build, or both succeed; the result verifies and equals a lone build."""
     out, lone = tmp_path / "out", tmp_path / "lone"
     args = ["build", "--chips", str(chips), "--modality", "s1grd", "--modality", "biomass",
-            "--shard-size-mb", "0.05", "--quiet"]
+            "--chips-per-shard", "1", "--quiet"]
     runs = [subprocess.Popen([sys.executable, "-m", "shard_tools.cli", *args, "--out", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(run.wait(timeout=WATCHDOG_S), run.stderr.read()) for run in runs]
@@ -508,7 +508,7 @@ def test_file_size_limit_leaves_no_partial_shard(chips, tmp_path):
     """Writes failing with EFBIG (``ulimit -f``, like a full disk) mid-shard: the build fails, no
     partial shard or temp file is visible, the lock is released and a re-run completes."""
     out = tmp_path / "out"
-    args = ["build", "--chips", str(chips), "--out", str(out), "--modality", "s1grd", "--shard-size-mb", "0.2",
+    args = ["build", "--chips", str(chips), "--out", str(out), "--modality", "s1grd", "--chips-per-shard", "4",
             "--quiet"]
     failed = _cli(*args, limit_bytes=48_000)
     assert failed.returncode != 0 and "File too large" in failed.stderr, failed.stderr[-2000:]
@@ -542,7 +542,7 @@ def test_read_only_output_leaves_no_partial_shard(chips, tmp_path):
     complete or absent, nothing partial is visible and a re-run after fixing it completes."""
     out = tmp_path / "out"
     args = ["build", "--chips", str(chips), "--out", str(out), "--modality", "s1grd", "--modality",
-            "esaworldcover", "--shard-size-mb", "0.05", "--quiet"]
+            "esaworldcover", "--chips-per-shard", "1", "--quiet"]
     with read_only(out / REGION / "esaworldcover"):
         failed = _cli(*args)
         assert failed.returncode != 0 and ("not permitted" in failed.stderr or "denied" in failed.stderr)

@@ -33,7 +33,7 @@ REGIONS = ("conus", "europe", "pakin")
 def stream_shards(sample_chips, tmp_path_factory) -> Path:
     """Three regions, two samples per shard (so sub-shard reads seek), s2rgbm missing for some chips."""
     out = tmp_path_factory.mktemp("stream_shards")
-    build(sample_chips, out, modalities=MODALITIES, shard_size_mb=0.1)
+    build(sample_chips, out, modalities=MODALITIES, chips_per_shard=2)
     return out
 
 

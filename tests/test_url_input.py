@@ -11,7 +11,7 @@ import pytest
 from shard_tools.build import build, build_inventories
 from shard_tools.cli import main as cli
 from shard_tools.inventory import find_regions, load_source, scan_region
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 from tests.test_build import all_files
 
 
@@ -41,7 +41,7 @@ def test_memory_url_inventory_and_build_equal_the_local_ones(sample_chips, built
         assert without_paths(ours) == without_paths(scan_region(local[name]))
         source = next(s for chips in ours.sources.values() for s in chips.values() if s.status == "file")
         assert source.path.startswith(f"{memory_chips}/{name}/") and len(load_source(source)) == source.size
-    report = build(memory_chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB)
+    report = build(memory_chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
     assert report.written > 0
     assert all_files(tmp_path / "out") == all_files(built)
 
@@ -51,7 +51,7 @@ def test_cli_builds_from_a_file_url_with_two_workers(sample_chips, built, tmp_pa
     assert all(s.path.startswith(f"file://{sample_chips}/pakin/") for s in sources), "workers read by URL"
     out = tmp_path / "out"
     assert cli(["build", "--chips", f"file://{sample_chips}/", "--out", str(out), "--workers", "2",
-                "--shard-size-mb", str(SHARD_SIZE_MB), "--quiet"]) == 0
+                "--chips-per-shard", str(CHIPS_PER_SHARD), "--quiet"]) == 0
     assert all_files(out) == all_files(built)
 
 
@@ -74,7 +74,7 @@ def test_unreadable_url_chip_names_chip_and_file(memory_chips, tmp_path):
     chip_id, source = next((c, s) for c, s in sorted(inventory.sources["esaworldcover"].items()) if s.status == "file")
     fsspec.filesystem("memory").rm_file(source.path[len("memory://"):])
     report = build_inventories([inventory], tmp_path / "out", modalities=["esaworldcover"],
-                               shard_size_mb=SHARD_SIZE_MB)
+                               chips_per_shard=CHIPS_PER_SHARD)
     problem = next(p for p in report.problems if chip_id in p)
     assert source.name in problem and "cannot read" in problem
     assert Path(tmp_path / "out" / "pakin" / "metadata" / "esaworldcover.parquet").is_file()
