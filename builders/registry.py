@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builders.declarations import (BUILTIN, MONTHS, SEASONS, Family, Modality, fixed_family, read_declarations,
-                                   season_windows)
+from builders.declarations import (BUILTIN, MONTHS, SEASONS, Family, Modality, check_modality, fixed_family,
+                                   read_declarations, season_windows)
 
 __all__ = ["FAMILIES", "MONTHS", "SEASONS", "Family", "Modality", "families", "get_modality", "largest_nominal_mb",
            "load_declarations", "modality_for_folder", "register", "season_windows", "unregister"]
@@ -49,6 +49,7 @@ def register(declared: Modality | Family) -> Family:
     family = declared if isinstance(declared, Family) else fixed_family(declared)
     probes = [declared] if isinstance(declared, Modality) else []
     for probe in probes:
+        check_modality(probe)
         for name in (probe.name, *probe.aliases):
             try:
                 get_modality(name)

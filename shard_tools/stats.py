@@ -20,11 +20,11 @@ def is_grid(field_meta: dict) -> bool:
 
 def band_names(field_meta: dict, labels: dict[str, list], variable_axis: str | None) -> list[str]:
     """Names of the bands statistics are kept for: one per leading index, or one for variable-length axes."""
-    if field_meta.get("band_names"):
-        return list(field_meta["band_names"])
     lead = field_meta["dims"][:-2]
     if not lead or (variable_axis and variable_axis in lead):
         return ["all"]
+    if field_meta.get("band_names"):
+        return list(field_meta["band_names"])
     group = field_meta.get("variable", "/").rsplit("/", 1)[0]
     axes = []
     for dim, size in zip(lead, field_meta["shape"][:-2]):
