@@ -10,6 +10,7 @@ import numpy as np
 
 from builders.chip import ChipError, ChipSample, nodata_mask
 from builders.isolated import IsolatedReader
+from builders.limits import chip_limits, too_large
 from builders.read import read_chip
 from builders.registry import Modality
 from shard_tools.inventory import Chip, Source, load_source
@@ -38,9 +39,13 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     }
     if source.status != "file":
         reason = f"{source.status}: {source.detail}" if source.detail else source.status
-        return _unavailable(header, reason)
+        problem = f"chip {chip.chip_id}: {source.name}: {source.detail}" if source.status == "refused" else None
+        return _unavailable(header, reason, problem)
+    max_bytes = chip_limits(modality).max_file_bytes
     try:
-        data = load_source(source) if data is None else data
+        if source.size > max_bytes or (data is not None and len(data) > max_bytes):
+            raise ChipError(chip.chip_id, source.name, too_large(max(source.size, len(data or b"")), max_bytes))
+        data = load_source(source, max_bytes) if data is None else data
         header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
         sample = _read(modality, data, chip.chip_id, source.name)
     except ChipError as exc:
@@ -52,7 +57,15 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     members = [(f"{name}.npy", npy_bytes(sample.arrays[name])) for name in sorted(sample.arrays)]
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
-    return EncodedChip(members, True, None, fraction, stats)
+    return EncodedChip(members, True, None, fraction, stats, _crs_problem(chip.chip_id, source.name, meta))
+
+
+def _crs_problem(chip_id: str, name: str, meta: dict) -> str | None:
+    mismatch = meta.get("crs_mismatch")
+    if not mismatch:
+        return None
+    return (f"chip {chip_id}: {name}: CRS is {mismatch['found']}, not the declared {mismatch['declared']}; "
+            "built as it is, with crs_mismatch in its json")
 
 
 _ISOLATED = IsolatedReader()
