@@ -395,12 +395,12 @@ def _local_path(location: Location) -> str | None:
 
 def _refusal(folder: Location, entry: Entry, tree: str | None) -> str | None:
     """Why a chip entry is not read: not a regular file, or a link out of ``tree``; None when it is fine."""
-    if entry.kind != "regular file":
-        return f"not a regular file ({entry.kind})"
     if entry.is_link and tree is not None:
         target = os.path.realpath(os.path.join(_local_path(folder) or "", entry.name))
         if os.path.commonpath([tree, target]) != tree:
             return "symbolic link to a file outside the chip tree, not followed (build with --follow-symlinks)"
+    if entry.kind != "regular file":
+        return f"not a regular file ({entry.kind})"
     return None
 
 
