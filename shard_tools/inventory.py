@@ -152,7 +152,7 @@ def list_folder(location: Location) -> list[Entry]:
             continue
         is_link = bool(info.get("islink", False))
         is_dir = info["type"] == "directory" or (is_link and fs.isdir(name))  # file:// links
-        kind = {"file": "regular file", "directory": "folder"}.get(info["type"], "special file")
+        kind = {"file": "regular file", "directory": "folder"}.get(info["type"]) or file_kind(info.get("mode", 0))
         if is_link:  # fsspec's local listing describes the link itself: look at its target
             kind = "folder" if is_dir else _local_kind(name)
         entries.append(Entry(name.rsplit("/", 1)[-1], is_dir, int(info.get("size") or 0), kind, is_link))

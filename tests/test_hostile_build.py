@@ -20,6 +20,8 @@ import pytest
 import rasterio
 from affine import Affine
 
+from builders import ChipError, get_modality
+from builders.isolated import IsolatedReader
 from builders.sample import write_sample
 from shard_tools.inventory import scan_region
 from shard_tools.verify import verify_region
@@ -125,12 +127,12 @@ def sparse_geotiff(path: Path, *, count: int, size: int, dtype: str, crs: str = 
         pass
 
 
-def netcdf_bomb(path: Path, dims: dict[str, int]) -> None:
-    """A NetCDF4 file with a gzip-chunked float64 variable of ``dims`` whose chunks were never written."""
+def netcdf_bomb(path: Path, dims: dict[str, int], dtype: str = "f8") -> None:
+    """A NetCDF4 file with a gzip-chunked variable of ``dims`` whose chunks were never written."""
     with h5netcdf.File(path, "w") as nc:
         nc.dimensions = dims
         shape = tuple(dims.values())
-        nc.create_variable("agb", tuple(dims), dtype="f8", chunks=tuple(min(n, 256) for n in shape),
+        nc.create_variable("agb", tuple(dims), dtype=dtype, chunks=tuple(min(n, 256) for n in shape),
                            compression="gzip")
 
 
@@ -367,3 +369,39 @@ def test_build_over_a_hostile_tree_keeps_every_good_chip_exact_and_names_every_b
                 compared += 1
     assert compared >= 70
     assert verify_region(tmp_path / "out" / REGION) == []
+
+
+# ------------------------------------------------------------------------------------ second lines of defence
+
+def test_reader_child_caps_its_own_memory(tmp_path, monkeypatch):
+    """A NetCDF chip within the limits (30 x 2048 x 2048 float32, 0.5 GB decoded) still fails in a reader child
+    capped below that, as a ChipError, and the next chip is read by a fresh child."""
+    monkeypatch.setenv("M3LEO_READER_MEMORY_MB", "700")
+    path = tmp_path / "big.nc"
+    netcdf_bomb(path, {"band": 30, "lat": 2048, "lon": 2048}, "f4")
+    reader = IsolatedReader(timeout_s=TIMEOUT_S)
+    try:
+        with pytest.raises(ChipError, match=r"chip 0123456789abc: big\.nc: (out of memory|unreadable NetCDF)"):
+            reader.read(get_modality("biomass"), path.read_bytes(), "0123456789abc", path.name)
+        small = tmp_path / "small.nc"
+        netcdf_bomb(small, {"lat": 8, "lon": 8})
+        assert reader.read(get_modality("biomass"), small.read_bytes(), "0123456789abc", small.name).arrays
+    finally:
+        reader.close()
+
+
+def test_a_file_url_tree_refuses_the_same_entries(chips, tmp_path):
+    """``file://`` listings come from fsspec: FIFOs and links out of the region are refused there too."""
+    (fifo_id, fifo), (link_id, link) = chip_files(chips, "esaworldcover")[:2]
+    fifo.unlink()
+    os.mkfifo(fifo)
+    shutil.move(link, tmp_path / link.name)
+    link.symlink_to(tmp_path / link.name)
+    local = scan_region(chips / REGION).sources["esaworldcover"]
+    remote = scan_region(f"file://{chips}/{REGION}").sources["esaworldcover"]
+    for chip_id in (fifo_id, link_id):
+        assert local[chip_id].status == remote[chip_id].status == "refused"
+        assert local[chip_id].detail == remote[chip_id].detail
+    assert "FIFO" in local[fifo_id].detail and "outside the chip tree" in local[link_id].detail
+    followed = scan_region(f"file://{chips}/{REGION}", follow_symlinks=True).sources["esaworldcover"]
+    assert followed[link_id].status == "file" and followed[fifo_id].status == "refused"
