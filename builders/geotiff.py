@@ -80,9 +80,12 @@ def _check_layout(modality: Modality, limits: ChipLimits, dataset: rasterio.io.D
                   name: str) -> None:
     """Refuse, from the header alone, what the modality does not declare or what is too large to decode."""
     dtypes = set(dataset.dtypes)
-    if len(dtypes) > 1:
-        raise ChipError(chip_id, name, f"bands of mixed dtypes {sorted(dtypes)}")
-    dtype = np.dtype(dtypes.pop())
+    if len(dtypes) != 1:
+        raise ChipError(chip_id, name, f"{dataset.count} bands of dtypes {sorted(dtypes)}: need one dtype")
+    try:
+        dtype = np.dtype(dtypes.pop())
+    except TypeError:
+        raise ChipError(chip_id, name, f"dtype {dataset.dtypes[0]} has no numpy equivalent") from None
     if modality.dtype and str(dtype) != modality.dtype:
         raise ChipError(chip_id, name, f"dtype {dtype}, expected {modality.dtype} for {modality.name}")
     expected = len(modality.band_names)

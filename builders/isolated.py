@@ -105,7 +105,8 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         except ChipError as exc:
             send(replies, ("error", (exc.chip_id, exc.source, exc.reason)))
         except MemoryError:
-            send(replies, ("error", (chip_id, name, f"out of memory reading it (reader limit {READER_MEMORY_MB} MB)")))
+            reason = f"out of memory reading it (reader limit {READER_MEMORY_MB} MB)"
+            send(replies, ("error", (chip_id, name, reason)))
 
 
 def cap_address_space(megabytes: int) -> None:

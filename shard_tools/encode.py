@@ -41,11 +41,12 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
         reason = f"{source.status}: {source.detail}" if source.detail else source.status
         problem = f"chip {chip.chip_id}: {source.name}: {source.detail}" if source.status == "refused" else None
         return _unavailable(header, reason, problem)
-    max_bytes = chip_limits(modality).max_file_bytes
+    limit = chip_limits(modality).max_file_bytes
     try:
-        if source.size > max_bytes or (data is not None and len(data) > max_bytes):
-            raise ChipError(chip.chip_id, source.name, too_large(max(source.size, len(data or b"")), max_bytes))
-        data = load_source(source, max_bytes) if data is None else data
+        size = source.size if data is None else len(data)
+        if size > limit:  # known from the listing or the release row: refused unread
+            raise ChipError(chip.chip_id, source.name, too_large(size, limit))
+        data = load_source(source, limit) if data is None else data
         header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
         sample = _read(modality, data, chip.chip_id, source.name)
     except ChipError as exc:

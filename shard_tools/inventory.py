@@ -372,7 +372,7 @@ def _scan_folder(folder: Location, extension: str, known: set[str], prefix: str,
             sources[chip_id] = files[chip_id]
             continue
         status, name, refusal = markers[chip_id]
-        detail = {"skipped": texts.get(name), "marker": "placeholder marker"}.get(status, refusal)
+        detail = texts[name] if status == "skipped" else "placeholder marker" if status == "marker" else refusal
         sources[chip_id] = Source(status, f"{prefix}/{name}", 0, detail=detail, path=str(child(folder, name)))
     return sources, strays
 

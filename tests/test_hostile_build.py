@@ -32,7 +32,8 @@ REGION = "pakin"
 LIMIT_MB = 1024  # address space of each child: a decoded bomb (0.4-14 GB) cannot fit
 TIMEOUT_S = 120.0
 PEAK_MB = 400  # peak RSS of a child: imports and a 32-px tree take about 110-200 MB
-SECRET = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n"
+SECRET = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+          "-----END OPENSSH PRIVATE KEY-----\n")
 SECRET_PIECES = ("BEGIN", "PRIVATE", "OPENSSH", "b3BlbnNz", "-----")
 UTM_33N = 32633
 
