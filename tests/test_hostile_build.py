@@ -83,11 +83,22 @@ def read_limited(modality: str, path: Path, chip_id: str, case: str) -> str:
 
 
 def build_limited(chips: Path, out: Path, case: str, *options: str) -> Limited:
-    """``m3leo-shard build`` in a limited child; it must finish with exit code 0."""
+    """``m3leo-shard build`` in a limited child; it must finish with exit code 0. The peak RSS of its NetCDF
+    reader child (which inherits the limit) is bounded too."""
     args = ["build", "--chips", str(chips), "--out", str(out), "--shard-size-mb", str(SHARD_SIZE_MB), "--quiet",
             *options]
-    done = limited(f"from shard_tools.cli import main\nprint('exit code', main({args!r}))", case)
+    done = limited(f"""
+        import resource
+        from shard_tools.cli import main
+        from shard_tools.encode import _ISOLATED
+        print('exit code', main({args!r}))
+        _ISOLATED.close()
+        print('reader peak', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        """, case)
     assert "exit code 0" in done.stdout, done.output
+    reader_mb = float(done.stdout.split("reader peak")[1])
+    assert reader_mb < PEAK_MB, reader_mb
+    print(f"peak RSS {case}, child processes (NetCDF reader): {reader_mb:.0f} MB")
     return done
 
 
