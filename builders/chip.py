@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 CHIP_ID = re.compile(r"^[0-9a-f]{13}$")
+DECLARED_EPSG = 4326
+"""The CRS every M3LEO chip is declared in."""
 
 
 class ChipError(Exception):
@@ -69,3 +71,11 @@ def nodata_mask(array: np.ndarray, nodata: Any) -> np.ndarray:
             nodata = float(nodata)
         mask |= array == np.asarray(nodata).astype(array.dtype)
     return mask
+
+
+def crs_mismatch(epsg: int | None, has_crs: bool) -> dict | None:
+    """``{"declared", "found"}`` when a chip's CRS is not the declared EPSG:4326, else None."""
+    if epsg == DECLARED_EPSG:
+        return None
+    found = f"EPSG:{epsg}" if epsg else ("a CRS without an EPSG code" if has_crs else "no CRS")
+    return {"declared": f"EPSG:{DECLARED_EPSG}", "found": found}

@@ -3,13 +3,16 @@
 ``IsolatedReader.read`` sends the chip's bytes to a long-lived child (``python -m builders.isolated``) over a
 pipe and waits at most ``timeout_s`` for the arrays; a child that does not answer is killed and the chip
 gets a ``ChipError`` naming it, so a damaged file costs one chip, never the build. The deadline defaults
-to ``M3LEO_READ_TIMEOUT_S`` (120 s).
+to ``M3LEO_READ_TIMEOUT_S`` (120 s). The child also caps its own address space at ``M3LEO_READER_MEMORY_MB``
+(4096 MB): should a chip get past the checks of ``builders.limits``, running out of memory is that chip's
+``ChipError``, not the machine's.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import resource
 import select
 import struct
 import subprocess
@@ -22,6 +25,7 @@ from builders.declarations import Modality
 from builders.read import ContainerReader
 
 READ_TIMEOUT_S = float(os.environ.get("M3LEO_READ_TIMEOUT_S", "120"))
+READER_MEMORY_MB = int(os.environ.get("M3LEO_READER_MEMORY_MB", "4096"))
 _HEADER = struct.Struct("<Q")
 
 
@@ -103,9 +107,23 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
             send(replies, ("ok", read_chip(modality, data, chip_id, name, reader)))
         except ChipError as exc:
             send(replies, ("error", (exc.chip_id, exc.source, exc.reason)))
+        except MemoryError:
+            reason = f"out of memory reading it (reader limit {READER_MEMORY_MB} MB)"
+            send(replies, ("error", (chip_id, name, reason)))
+
+
+def cap_address_space(megabytes: int) -> None:
+    """Lower this process's address-space limit to ``megabytes`` (never raise it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = megabytes * 2**20
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 if __name__ == "__main__":
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # stray prints of C libraries must not reach the pipe
+    cap_address_space(READER_MEMORY_MB)
     serve(sys.stdin.buffer, replies)

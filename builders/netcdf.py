@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 
 import h5netcdf
 import numpy as np
+from rasterio.crs import CRS
+from rasterio.errors import CRSError
 
-from builders.chip import ChipError, ChipSample, field_name, jsonable
+from builders.chip import DECLARED_EPSG, ChipError, ChipSample, crs_mismatch, field_name, jsonable
 from builders.declarations import Modality
+from builders.limits import ChipLimits, chip_limits, read_capped, too_large
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # What h5py / h5netcdf raise on damaged HDF5 structures (found by fuzzing sample chips)
@@ -18,16 +22,21 @@ SPATIAL_DIMS = {"x", "y", "lat", "lon", "latitude", "longitude"}
 
 
 def read_netcdf(modality: Modality, source: str | Path | bytes, chip_id: str, name: str) -> ChipSample:
-    """Read every variable of every group: numeric ones become fields, strings go to metadata."""
+    """Read every variable of every group: numeric ones become fields, strings go to metadata.
+
+    Every variable's shape and dtype are checked against ``chip_limits(modality)`` before its data are read.
+    """
+    limits = chip_limits(modality)
+    data = source if isinstance(source, bytes) else _read_file(source, limits.max_file_bytes, chip_id, name)
+    if len(data) > limits.max_file_bytes:
+        raise ChipError(chip_id, name, too_large(len(data), limits.max_file_bytes))
     try:
-        opened = h5netcdf.File(io.BytesIO(source) if isinstance(source, bytes) else str(source), "r")
-    except FileNotFoundError:
-        raise ChipError(chip_id, name, "file not found") from None
+        opened = h5netcdf.File(io.BytesIO(data), "r")
     except DAMAGE as exc:
-        raise ChipError(chip_id, name, _describe_open_error(source, exc)) from None
+        raise ChipError(chip_id, name, _describe_open_error(data, exc)) from None
     try:
         with opened as root:
-            arrays, fields, labels, groups = _walk(root, chip_id, name)
+            arrays, fields, labels, groups = _walk(root, limits, chip_id, name)
     except ChipError:
         raise
     except DAMAGE as exc:
@@ -44,23 +53,33 @@ def read_netcdf(modality: Modality, source: str | Path | bytes, chip_id: str, na
     return ChipSample(chip_id, modality.name, arrays, jsonable(meta))
 
 
-def _describe_open_error(source: str | Path | bytes, exc: Exception) -> str:
-    head = source[:8] if isinstance(source, bytes) else Path(source).open("rb").read(8)
-    if head != HDF5_MAGIC:
-        return f"not a NetCDF4/HDF5 file (starts with {head!r})"
+def _read_file(path: str | Path, max_bytes: int, chip_id: str, name: str) -> bytes:
+    try:
+        return read_capped(path, max_bytes)
+    except FileNotFoundError:
+        raise ChipError(chip_id, name, "file not found") from None
+    except OSError as exc:
+        raise ChipError(chip_id, name, f"cannot read file: {exc.strerror or exc}") from None
+
+
+def _describe_open_error(data: bytes, exc: Exception) -> str:
+    if data[:8] != HDF5_MAGIC:
+        return f"not a NetCDF4/HDF5 file ({len(data)} bytes without an HDF5 signature)"
     return f"corrupt or truncated NetCDF4 file: {exc}"
 
 
-def _walk(root: h5netcdf.File, chip_id: str, name: str) -> tuple[dict, dict, dict, dict]:
+def _walk(root: h5netcdf.File, limits: ChipLimits, chip_id: str, name: str) -> tuple[dict, dict, dict, dict]:
     arrays: dict[str, np.ndarray] = {}
     fields: dict[str, dict] = {}
     labels: dict[str, list] = {}
     groups: dict[str, dict] = {}
+    budget = limits.max_decoded_bytes
     for group in _groups(root):
         groups[group.name] = dict(group.attrs)
         for var_name in sorted(group.variables):
             variable = group.variables[var_name]
             path = f"{group.name.rstrip('/')}/{var_name}"
+            budget -= _check_variable(variable, path, limits, budget, chip_id, name)
             values = variable[...]
             if values.dtype.kind in "OSU":
                 labels[path] = [v.decode() if isinstance(v, bytes) else str(v) for v in np.ravel(values)]
@@ -82,6 +101,33 @@ def _walk(root: h5netcdf.File, chip_id: str, name: str) -> tuple[dict, dict, dic
     if not arrays:
         raise ChipError(chip_id, name, "NetCDF file holds no numeric variable")
     return arrays, fields, labels, groups
+
+
+def _check_variable(variable: h5netcdf.Variable, path: str, limits: ChipLimits, budget: int, chip_id: str,
+                    name: str) -> int:
+    """Decoded bytes of ``variable`` from its metadata; refuse it when its shape or size exceeds the limits.
+
+    The last two axes of a variable are spatial (at most ``max_side`` each), the others multiply to layers
+    (at most ``max_layers``); a 1-D variable (coordinate or per-layer value) is bounded by the larger of the
+    two, string variables by ``max_layers`` elements.
+    """
+    shape = tuple(int(n) for n in variable.shape)
+    dtype = np.dtype(variable.dtype)
+    what = f"variable {path} of shape {shape}"
+    if len(shape) >= 2:
+        if max(shape[-2:]) > limits.max_side:
+            raise ChipError(chip_id, name, f"{what} exceeds the limit of {limits.max_side} pixels per side")
+        if math.prod(shape[:-2]) > limits.max_layers:
+            raise ChipError(chip_id, name, f"{what} has more than {limits.max_layers} layers")
+    elif shape and shape[0] > max(limits.max_side, limits.max_layers):
+        raise ChipError(chip_id, name, f"{what} is longer than {max(limits.max_side, limits.max_layers)}")
+    if dtype.kind in "OSU" and math.prod(shape) > limits.max_layers:
+        raise ChipError(chip_id, name, f"{what} holds more than {limits.max_layers} strings")
+    size = math.prod(shape) * dtype.itemsize
+    if size > budget:
+        raise ChipError(chip_id, name, f"{what} ({dtype}) brings the decoded size past the limit of "
+                                       f"{limits.max_decoded_bytes} bytes")
+    return size
 
 
 def _groups(group: h5netcdf.Group):
@@ -116,7 +162,11 @@ def _georeference(arrays: dict[str, np.ndarray], fields: dict, groups: dict) -> 
          if f["attrs"].get("crs_wkt") or f["attrs"].get("spatial_ref")),
         None,
     )
-    result: dict = {"crs": crs or "EPSG:4326", "epsg": 4326}
+    epsg = _epsg(crs)
+    result: dict = {"crs": crs or f"EPSG:{DECLARED_EPSG}", "epsg": epsg}
+    mismatch = crs_mismatch(epsg, True)
+    if mismatch:
+        result["crs_mismatch"] = mismatch
     if xs is not None and ys is not None and len(xs) > 1 and len(ys) > 1:
         dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
         west, north = float(xs[0]) - dx / 2, float(ys[0]) - dy / 2
@@ -124,3 +174,13 @@ def _georeference(arrays: dict[str, np.ndarray], fields: dict, groups: dict) -> 
         east, south = west + dx * len(xs), north + dy * len(ys)
         result["bounds"] = [min(west, east), min(south, north), max(west, east), max(south, north)]
     return result
+
+
+def _epsg(crs: object) -> int | None:
+    """EPSG code of a grid-mapping CRS attribute; a file without one is on the declared lon/lat grid."""
+    if not crs:
+        return DECLARED_EPSG
+    try:
+        return CRS.from_user_input(str(crs)).to_epsg()
+    except (CRSError, ValueError, TypeError):
+        return None

@@ -107,6 +107,7 @@ def build(
     workers: int = 1,
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
+    follow_symlinks: bool = False,
     **options,
 ) -> BuildReport:
     """Build every requested region and modality found under ``chips_dir`` into ``out_dir``.
@@ -117,20 +118,22 @@ def build(
     ``chips_dir`` is a local folder or an fsspec URL (``s3://``, ``gs://``, ``hf://``, ``file://``, ``memory://``);
     the shards are the same bytes either way. Workers read chips by URL with fsspec's configured storage options;
     a ``memory://`` tree is visible only in this process, so it needs the local executor with one worker.
+    Chip links leading out of their region folder are refused unless ``follow_symlinks``.
     """
-    inventories = scan_regions(chips_dir, regions, as_executor(executor, workers))
+    inventories = scan_regions(chips_dir, regions, as_executor(executor, workers), follow_symlinks=follow_symlinks)
     return build_inventories(inventories, out_dir, modalities=modalities, options=BuildOptions(**options),
                              workers=workers, executor=executor, progress=progress)
 
 
-def scan_regions(chips_dir: str | Path, regions: Sequence[str] | None, runner: Executor) -> list[RegionInventory]:
+def scan_regions(chips_dir: str | Path, regions: Sequence[str] | None, runner: Executor, *,
+                 follow_symlinks: bool = False) -> list[RegionInventory]:
     """Inventories of the requested regions (default: all) of the chip tree at ``chips_dir``."""
     require_in_process(chips_dir, runner.in_process)
     found = find_regions(chips_dir)
     unknown = sorted(set(regions or ()) - set(found))
     if unknown:
         raise ValueError(f"region(s) {unknown} not found under {chips_dir}; found {sorted(found)}")
-    return [scan_region(found[name]) for name in (regions or sorted(found))]
+    return [scan_region(found[name], follow_symlinks=follow_symlinks) for name in (regions or sorted(found))]
 
 
 def build_inventories(

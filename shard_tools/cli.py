@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="URL output: local folder seen by this machine and every worker (default: a temp folder)")
     build.add_argument("--no-lock", action="store_true",
                        help="URL output on a store without create-if-absent writes: build without a lock object")
+    build.add_argument("--follow-symlinks", action="store_true",
+                       help="read chip files that are links out of their region folder (refused by default)")
     _add_build_options(build)
     build.set_defaults(func=_build)
 
@@ -121,7 +123,7 @@ def _build(args: argparse.Namespace) -> int:
 
     options = dict(regions=args.regions, modalities=args.modalities,
                    executor=Executor(args.executor, args.workers, args.scheduler), progress=_progress(args),
-                   **_build_options(args))
+                   follow_symlinks=args.follow_symlinks, **_build_options(args))
     started = time.perf_counter()
     if is_url(args.out):
         report = build_to_url(args.chips, args.out, staging=args.staging, lock=not args.no_lock, **options)

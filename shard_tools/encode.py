@@ -11,6 +11,7 @@ import numpy as np
 from builders.chip import ChipError, ChipSample, nodata_mask
 from builders.isolated import IsolatedReader
 from builders.declarations import Modality
+from builders.limits import chip_limits, too_large
 from builders.read import read_chip, reader_for
 from shard_tools.inventory import Chip, Source, load_source
 from shard_tools.stats import band_names, chip_stats, is_grid
@@ -40,9 +41,14 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     digest = None
     if source.status != "file":
         reason = f"{source.status}: {source.detail}" if source.detail else source.status
-        return _unavailable(header, reason)
+        problem = f"chip {chip.chip_id}: {source.name}: {source.detail}" if source.status == "refused" else None
+        return _unavailable(header, reason, problem)
+    limit = chip_limits(modality).max_file_bytes
     try:
-        data = load_source(source) if data is None else data
+        size = source.size if data is None else len(data)
+        if size > limit:  # known from the listing or the release row: refused unread
+            raise ChipError(chip.chip_id, source.name, too_large(size, limit))
+        data = load_source(source, limit) if data is None else data
         digest = header["source"]["sha256"] = hashlib.sha256(data).hexdigest()
         sample = _read(modality, data, chip.chip_id, source.name)
     except ChipError as exc:
@@ -54,7 +60,16 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     members = [(f"{name}.npy", npy_bytes(sample.arrays[name])) for name in sorted(sample.arrays)]
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
-    return EncodedChip(members, True, None, fraction, stats, source_sha256=digest)
+    return EncodedChip(members, True, None, fraction, stats, _crs_problem(chip.chip_id, source.name, meta),
+                       source_sha256=digest)
+
+
+def _crs_problem(chip_id: str, name: str, meta: dict) -> str | None:
+    mismatch = meta.get("crs_mismatch")
+    if not mismatch:
+        return None
+    return (f"chip {chip_id}: {name}: CRS is {mismatch['found']}, not the declared {mismatch['declared']}; "
+            "built as it is, with crs_mismatch in its json")
 
 
 _ISOLATED = IsolatedReader()

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +31,16 @@ from fsspec.core import url_to_fs
 
 from builders.chip import CHIP_ID
 from builders.declarations import Modality
+from builders.limits import MAX_FILE_BYTES, MAX_MARKER_BYTES, file_kind, read_capped, too_large
 from builders.registry import modality_for_folder
 from shard_tools.objectstore import is_url, protocols
 
 SPLITS = ("train", "val", "test")
-SourceStatus = Literal["file", "skipped", "marker", "absent"]
+SourceStatus = Literal["file", "skipped", "marker", "absent", "refused"]
+MARKER_CODES = ("NO_GRANULES_FOUND", "COULD_NOT_DOWNLOAD", "COULD_NOT_GET_CHIP", "COULD_NOT_WRITE_CHIP",
+                "TILE_NOT_FULLY_CONTAINED_IN_ANY_GRANULE")
+"""The error codes sartiles writes into ``.skipped`` markers (the first word of the text)."""
+UNRECOGNISED_MARKER = "unrecognised marker text"
 
 
 @dataclass(frozen=True)
@@ -119,11 +125,14 @@ SPLITS_GLOB = "*_splits_*.csv"
 
 
 class Entry(NamedTuple):
-    """One entry of a folder listing; ``mtime`` is the store's modification time, when it has one."""
+    """One entry of a folder listing; ``kind`` is what a link points to (``limits.file_kind``), ``mtime`` the
+    store's modification time, when it has one."""
 
     name: str
     is_dir: bool
     size: int
+    kind: str = "regular file"
+    is_link: bool = False
     mtime: str | None = None
 
 
@@ -148,34 +157,45 @@ def base_name(location: Location) -> str:
 
 
 def list_folder(location: Location) -> list[Entry]:
-    """Entries of a folder sorted by name, with sizes: one ``scandir`` locally, one ``ls`` on a URL.
+    """Entries of a folder sorted by name, with sizes and types: one ``scandir`` locally, one ``ls`` on a URL.
 
-    Local entries follow symbolic links (as ``Path.is_dir``); sizes of local folders are not looked up.
+    Local entries follow symbolic links (as ``Path.is_dir``) and say whether they are one; sizes of local
+    folders are not looked up.
     """
     if isinstance(location, Path):
-        entries = []
         with os.scandir(location) as it:
-            for entry in it:
-                is_dir = entry.is_dir()
-                entries.append(Entry(entry.name, is_dir, *((0, None) if is_dir else _local_size_mtime(entry))))
-        return sorted(entries)
+            return sorted(_local_entry(entry) for entry in it)
     fs, path = url_to_fs(location)
     entries = []
     for info in fs.ls(path, detail=True):
         name = info["name"].rstrip("/")
         if name == path.rstrip("/"):  # some stores list a folder's own placeholder object
             continue
-        is_dir = info["type"] == "directory" or (info.get("islink", False) and fs.isdir(name))  # file:// links
-        entries.append(Entry(name.rsplit("/", 1)[-1], is_dir, int(info.get("size") or 0), _url_mtime(info)))
+        is_link = bool(info.get("islink", False))
+        is_dir = info["type"] == "directory" or (is_link and fs.isdir(name))  # file:// links
+        kind = {"file": "regular file", "directory": "folder"}.get(info["type"]) or file_kind(info.get("mode", 0))
+        if is_link:  # fsspec's local listing describes the link itself: look at its target
+            kind = "folder" if is_dir else _local_kind(name)
+        entries.append(Entry(name.rsplit("/", 1)[-1], is_dir, int(info.get("size") or 0), kind, is_link,
+                             _url_mtime(info)))
     return sorted(entries)
 
 
-def _local_size_mtime(entry: os.DirEntry) -> tuple[int, str | None]:
+def _local_entry(entry: os.DirEntry) -> Entry:
     try:
-        stat = entry.stat()
+        info = entry.stat()
     except OSError:  # a broken link: reading it later says what is wrong
-        return 0, None
-    return stat.st_size, str(stat.st_mtime_ns)
+        return Entry(entry.name, False, 0, "regular file", entry.is_symlink())
+    is_dir = stat.S_ISDIR(info.st_mode)
+    return Entry(entry.name, is_dir, 0 if is_dir else info.st_size, file_kind(info.st_mode), entry.is_symlink(),
+                 None if is_dir else str(info.st_mtime_ns))
+
+
+def _local_kind(path: str) -> str:
+    try:
+        return file_kind(os.stat(path).st_mode)
+    except OSError:
+        return "regular file"
 
 
 MTIME_KEYS = ("mtime", "LastModified", "last_modified", "updated", "modified", "created")
@@ -196,17 +216,22 @@ def open_text(location: Location, **options):
     return fsspec.open(location, "rt", **options).open()
 
 
-def read_bytes(location: Location | str) -> bytes:
-    """Content of a local file or URL; failures are ``OSError``s (a missing backend is an ``ImportError``)."""
+def read_bytes(location: Location | str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Content of a local regular file or URL of at most ``max_bytes``; failures are ``OSError``s (a missing
+    backend is an ``ImportError``). Other file types and bigger files are refused, at most ``max_bytes + 1``
+    bytes are read."""
     if not is_url(location):
-        return Path(location).read_bytes()
+        return read_capped(location, max_bytes)
     try:
         with fsspec.open(location, "rb") as handle:
-            return handle.read()
+            data = handle.read(max_bytes + 1)
     except (OSError, ImportError):
         raise
     except Exception as exc:  # backends raise their own errors (HTTP, auth, ...): report them as read errors
         raise OSError(f"{type(exc).__name__}: {exc}") from exc
+    if len(data) > max_bytes:
+        raise OSError(too_large(len(data), max_bytes))
+    return data
 
 
 def require_in_process(chips_dir: str | Path, in_process: bool) -> None:
@@ -300,8 +325,12 @@ def region_chips(region_dir: str | Path, listing: list[Entry] | None = None) -> 
     return stem, chips, problems
 
 
-def scan_region(region_dir: str | Path) -> RegionInventory:
-    """Inventory of a processed-chip region folder or URL (``<aoi>/<stem>/<dataset_folder>/<id>.<ext>``)."""
+def scan_region(region_dir: str | Path, *, follow_symlinks: bool = False) -> RegionInventory:
+    """Inventory of a processed-chip region folder or URL (``<aoi>/<stem>/<dataset_folder>/<id>.<ext>``).
+
+    Chip entries that are not regular files, and symbolic links leading out of the region folder unless
+    ``follow_symlinks``, become ``refused`` sources saying why.
+    """
     region_dir = as_location(region_dir)
     listing = list_folder(region_dir)
     stem, chips, problems = region_chips(region_dir, listing)
@@ -320,7 +349,8 @@ def scan_region(region_dir: str | Path) -> RegionInventory:
         if modality is None:
             inventory.unmatched[where] = "no declaration matches this dataset folder"
             continue
-        inventory.add(modality, where, *_scan_folder(folder, modality.extension, known, where))
+        inventory.add(modality, where, *_scan_folder(folder, modality.extension, known, where,
+                                                     _tree_root(region_dir, follow_symlinks)))
     return inventory
 
 
@@ -335,13 +365,16 @@ def classify_entry(filename: str, extension: str) -> tuple[str, SourceStatus] | 
     return None
 
 
-def _scan_folder(folder: Location, extension: str, known: set[str], prefix: str) -> tuple[dict[str, Source], list[str]]:
+def _scan_folder(folder: Location, extension: str, known: set[str], prefix: str,
+                 tree: str | None = None) -> tuple[dict[str, Source], list[str]]:
     """Chip entries of one dataset folder; ``prefix`` (``<aoi>/<stem>/<folder>``) names them like release paths.
 
-    Sizes come from the folder's one listing; only ``.skipped`` markers (chips that failed) are read, together.
+    Sizes come from the folder's one listing; only ``.skipped`` markers (chips that failed) are read, together,
+    and only their known error code is kept. ``tree`` is the real path symbolic links must stay inside
+    (None: follow them).
     """
     files: dict[str, Source] = {}
-    markers: dict[str, tuple[SourceStatus, str]] = {}
+    markers: dict[str, tuple[SourceStatus, str, str]] = {}
     order: dict[str, None] = {}  # chips by first entry, the order ``sources`` has always had
     strays: list[str] = []
     for entry in list_folder(folder):
@@ -353,39 +386,87 @@ def _scan_folder(folder: Location, extension: str, known: set[str], prefix: str)
             strays.append(entry.name)
             continue
         order.setdefault(chip_id)
+        refusal = _refusal(folder, entry, tree)
         if status == "file":
-            files[chip_id] = Source("file", f"{prefix}/{entry.name}", entry.size, path=str(child(folder, entry.name)),
+            files[chip_id] = Source("refused" if refusal else "file", f"{prefix}/{entry.name}", entry.size,
+                                    detail=refusal or "", path=str(child(folder, entry.name)),
                                     mtime=entry.mtime)
         else:
-            markers.setdefault(chip_id, (status, entry.name))
-    unread = [name for chip_id, (status, name) in markers.items() if status == "skipped" and chip_id not in files]
+            markers.setdefault(chip_id, ("refused", entry.name, refusal) if refusal else (status, entry.name, ""))
+    unread = [name for chip_id, (status, name, _) in markers.items() if status == "skipped" and chip_id not in files]
     texts = _marker_texts(folder, unread)
     sources: dict[str, Source] = {}
     for chip_id in order:
         if chip_id in files:
             sources[chip_id] = files[chip_id]
             continue
-        status, name = markers[chip_id]
-        text = texts[name].strip()[:200] if status == "skipped" else "placeholder marker"
-        sources[chip_id] = Source(status, f"{prefix}/{name}", 0, detail=text, path=str(child(folder, name)))
+        status, name, refusal = markers[chip_id]
+        detail = texts[name] if status == "skipped" else "placeholder marker" if status == "marker" else refusal
+        sources[chip_id] = Source(status, f"{prefix}/{name}", 0, detail=detail, path=str(child(folder, name)))
     return sources, strays
 
 
+def _tree_root(region_dir: Location, follow_symlinks: bool) -> str | None:
+    """Real path of a local region folder, which chip links must not leave; None when links are followed."""
+    if follow_symlinks:
+        return None
+    path = _local_path(region_dir)
+    return os.path.realpath(path) if path is not None else None
+
+
+def _local_path(location: Location) -> str | None:
+    """The local path of a folder or ``file://`` URL; None for other stores (they have no links)."""
+    if isinstance(location, Path):
+        return str(location)
+    fs, path = url_to_fs(location)
+    return path if "file" in protocols(fs) else None
+
+
+def _refusal(folder: Location, entry: Entry, tree: str | None) -> str | None:
+    """Why a chip entry is not read: not a regular file, or a link out of ``tree``; None when it is fine."""
+    if entry.is_link and tree is not None:
+        target = os.path.realpath(os.path.join(_local_path(folder) or "", entry.name))
+        if os.path.commonpath([tree, target]) != tree:
+            return "symbolic link to a file outside the chip tree, not followed (build with --follow-symlinks)"
+    if entry.kind != "regular file":
+        return f"not a regular file ({entry.kind})"
+    return None
+
+
+def marker_detail(text: bytes | None) -> str:
+    """The sartiles error code a ``.skipped`` marker holds, or ``UNRECOGNISED_MARKER``: never other content."""
+    if text is None or len(text) > MAX_MARKER_BYTES:
+        return UNRECOGNISED_MARKER
+    words = text.decode("utf-8", errors="replace").split()
+    return words[0] if words and words[0] in MARKER_CODES else UNRECOGNISED_MARKER
+
+
 def _marker_texts(folder: Location, names: list[str]) -> dict[str, str]:
-    """Text of the named marker files (as ``Path.read_text(errors="replace")``); one batched fetch on a URL."""
-    if isinstance(folder, Path):
-        return {name: (folder / name).read_text(errors="replace") for name in names}
+    """Details (``marker_detail``) of the named marker files, reading at most ``MAX_MARKER_BYTES + 1`` bytes of
+    each; one batched fetch on a URL."""
     if not names:
         return {}
+    if isinstance(folder, Path):
+        return {name: marker_detail(_head(folder / name)) for name in names}
     fs, path = url_to_fs(folder)
-    contents = fs.cat_ranges([f"{path}/{name}" for name in names], None, None, on_error="raise")
-    return {name: io.TextIOWrapper(io.BytesIO(data), errors="replace").read() for name, data in zip(names, contents)}
+    size = MAX_MARKER_BYTES + 1
+    contents = fs.cat_ranges([f"{path}/{name}" for name in names], [0] * len(names), [size] * len(names),
+                             on_error="return")
+    return {name: marker_detail(data if isinstance(data, bytes) else None) for name, data in zip(names, contents)}
 
 
-def load_source(source: Source) -> bytes:
-    """The bytes of one chip file (a local path, a URL, or a single release row)."""
+def _head(path: Path) -> bytes | None:
+    try:
+        return read_capped(path, MAX_MARKER_BYTES)
+    except OSError:
+        return None
+
+
+def load_source(source: Source, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of one chip file (a local path, a URL, or a single release row); files over ``max_bytes``
+    are refused."""
     if source.row is None:
-        return read_bytes(source.path)
+        return read_bytes(source.path, max_bytes)
     return next(iter(prefetch_rows([source]).values()))
 
 

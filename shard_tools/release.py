@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from builders.registry import modality_for_folder
 from shard_tools.build import BuildOptions, BuildReport, build_inventories
 from shard_tools.executors import Executor
-from shard_tools.inventory import RegionInventory, Source, classify_entry, region_chips
+from shard_tools.inventory import RegionInventory, Source, classify_entry, marker_detail, region_chips
 
 PLAN_COLUMNS = ["path", "length"]
 MTIME_COLUMN = "modificationTime"
@@ -205,6 +205,5 @@ def _marker_texts(rows: list[ReleaseRow]) -> dict[ReleaseRow, str]:
         except (pa.ArrowException, ValueError, OSError) as exc:
             raise ValueError(f"{file}: row group {group} unreadable: {exc}") from None
         for row in members:
-            text = content[row.row[1]].as_py() or b""
-            texts[row] = text.decode("utf-8", errors="replace").strip()[:200]
+            texts[row] = marker_detail(content[row.row[1]].as_py() or b"")
     return texts

@@ -39,6 +39,7 @@ def build_to_url(
     workers: int = 1,
     executor: str | Executor = "local",
     progress: Callable[[str], None] | None = None,
+    follow_symlinks: bool = False,
     **options,
 ) -> BuildReport:
     """``build`` with the output at ``out_url``; the bytes there equal those of a local build.
@@ -57,7 +58,7 @@ def build_to_url(
                          "there and rerun with --no-lock")
     if staging is None and runner.scheduler:
         raise ValueError("with a dask scheduler, pass a staging folder shared by this machine and every worker")
-    inventories = scan_regions(chips_dir, regions, runner)
+    inventories = scan_regions(chips_dir, regions, runner, follow_symlinks=follow_symlinks)
     names = [inventory.region for inventory in inventories]
     uploader = replace(runner, after=functools.partial(upload_shard, fs, root))
     with ExitStack() as stack:
