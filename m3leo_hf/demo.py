@@ -35,15 +35,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(len(r.chips) for r in manifest.regions.values())} chips, {size / 1e6:.0f} MB "
           f"in {time.perf_counter() - started:.1f} s -> {chips}")
 
-    step("2. m3leo-shard build (aligned WebDataset shards + Parquet metadata)")
+    step("2. m3leo-shard build (aligned WebDataset shards + Parquet metadata, one config per dataset folder)")
     from shard_tools.build import build
 
     started = time.perf_counter()
     report = build(chips, shards, shard_size_mb=args.shard_size_mb, workers=2)
     seconds = time.perf_counter() - started
+    configs = sorted({p.name for r in shards.iterdir() for p in r.iterdir() if p.is_dir() and p.name[0] != "."}
+                     - {"metadata"})
     print(f"   {report.chips} chips, {report.written} shards, {report.bytes_in / 1e6:.0f} MB in {seconds:.1f} s: "
           f"{report.chips / seconds:.1f} chips/s, {report.bytes_in / 1e6 / seconds:.0f} MB/s "
           f"({len(report.problems)} recorded input problems, e.g. stray files and a skipped chip)")
+    print(f"   {len(configs)} modalities: {', '.join(configs)}")
 
     step("3. m3leo-shard verify and card")
     from dataset_cards.card import write_card
@@ -56,29 +59,31 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             return 1
 
-    step('4. stock datasets: load_dataset("<region dir>", "s1grd", split="train", streaming=True)')
+    step('4. stock datasets: load_dataset("<region dir>", "<config>", split="train", streaming=True)')
     import numpy as np
     from datasets import load_dataset
 
     region = shards / "conus"
-    for modality in ("s1grd", "gunw"):
+    for modality in ("s1grd", "s1grd-2019", "gunw"):
         row = next(iter(load_dataset(str(region), modality, split="train", streaming=True)))
         arrays = {k: np.asarray(v) for k, v in row.items() if k.endswith(".npy") and v is not None}
         shapes = {k: f"{v.dtype}{list(v.shape)}" for k, v in arrays.items() if v.ndim >= 2}
         print(f"   {modality}: key {row['__key__']}, available {row['json']['available']}, {shapes}")
 
-    step("5. m3leo_hf.stream: s1grd + esaworldcover joined by chip id, normalised, 2 DataLoader workers")
+    step("5. m3leo_hf.stream: s1grd 2019 + 2020 + esaworldcover joined by chip id, normalised, 2 DataLoader workers")
     from m3leo_hf import StatefulLoader, stream
 
-    dataset = stream([shards / r for r in ("conus", "europe", "pakin")], modalities=["s1grd", "esaworldcover"],
-                     split="train", batch_size=4, normalize=True, spatial_size=args.pixels, seed=0)
+    dataset = stream([shards / r for r in ("conus", "europe", "pakin")],
+                     modalities=["s1grd-2019", "s1grd", "esaworldcover"], split="train", batch_size=4, normalize=True,
+                     spatial_size=args.pixels, seed=0)
     started, batches, samples = time.perf_counter(), 0, 0
     for batch in StatefulLoader(dataset, num_workers=2):
         batches, samples = batches + 1, samples + len(batch["chip_id"])
         if batches == 1:
             label = batch["esaworldcover"]["label"]
-            print(f"   first batch: s1grd {tuple(batch['s1grd'].shape)} {batch['s1grd'].dtype}, "
-                  f"mean {batch['s1grd'].mean():.3f}, label {tuple(label.shape)} {label.dtype}")
+            change = (batch["s1grd"] - batch["s1grd-2019"]).abs().mean()
+            print(f"   first batch: s1grd-2019 and s1grd {tuple(batch['s1grd'].shape)} {batch['s1grd'].dtype}, "
+                  f"mean |2020 - 2019| {change:.3f} std, label {tuple(label.shape)} {label.dtype}")
     print(f"   {batches} batches, {samples} samples in {time.perf_counter() - started:.1f} s")
     step(f"done: shards and cards under {shards}")
     return 0

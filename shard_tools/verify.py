@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from builders.declarations import Modality
 from shard_tools.build import SHARD_NAME
+from shard_tools.plan import read_plan
 
 
 def verify_region(region_dir: str | Path) -> list[str]:
@@ -30,6 +32,7 @@ def verify_region(region_dir: str | Path) -> list[str]:
         keys_by_modality[modality] = _verify_modality(region_dir, modality, json.loads(index_path.read_text()), problems)
     problems += _check_alignment(keys_by_modality)
     problems += _check_unlisted(region_dir, keys_by_modality)
+    problems += _check_declarations_and_plan(meta_dir, keys_by_modality)
     return problems
 
 
@@ -142,3 +145,33 @@ def _check_unlisted(region_dir: Path, keys_by_modality: dict[str, dict[str, list
             elif path.name.endswith(".tmp"):
                 problems.append(f"{modality}/{path.name}: leftover temporary file")
     return problems
+
+
+def _check_declarations_and_plan(meta_dir: Path, keys_by_modality: dict[str, dict[str, list[str]]]) -> list[str]:
+    """Every modality has a readable declaration listed in ``modalities.json``; the shards hold the pinned plan."""
+    problems = []
+    try:
+        listed = json.loads((meta_dir / "modalities.json").read_text())["modalities"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"metadata/modalities.json: missing or unreadable ({exc})"]
+    for modality in sorted(keys_by_modality):
+        try:
+            Modality.from_json(json.loads((meta_dir / f"{modality}.modality.json").read_text()))
+        except (OSError, ValueError) as exc:
+            problems.append(f"metadata/{modality}.modality.json: missing or not a declaration ({exc})")
+        if modality not in listed:
+            problems.append(f"metadata/modalities.json: does not list {modality}")
+    try:
+        plan = read_plan(meta_dir / "plan.parquet")
+    except ValueError as exc:
+        return problems + [str(exc)]
+    if plan is None:
+        return problems + ["metadata/plan.parquet: missing (the pinned shard plan)"]
+    planned = {shard.filename: [chip.chip_id for chip in shard.chips] for shard in plan}
+    for modality, shards in sorted(keys_by_modality.items()):
+        for url, keys in sorted(shards.items()):
+            name = url.split("/", 1)[1]
+            if planned.get(name) != keys:
+                problems.append(f"{url}: chips differ from the pinned plan's {name}")
+    return problems
+
