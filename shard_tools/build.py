@@ -185,7 +185,7 @@ def _build_region(inventory: RegionInventory, region_dir: Path, wanted: set[str]
         report.written += 1
         say(f"  wrote {task.modality}/{task.shard.filename}")
     records = {m: [_record(task) for task in tasks[m]] for m in inventory.modalities
-               if all(_is_done(task) for task in tasks[m])}
+               if all(_record_matches(task) for task in tasks[m])}
     write_region_metadata(inventory, plan, region_dir, records, selected)
     report.regions.append(inventory.region)
     report.chips += sum(len(shard.chips) for shard in plan)
@@ -212,15 +212,23 @@ def _record(task: ShardTask) -> dict:
     return json.loads(task.record_path.read_text())
 
 
-def _is_done(task: ShardTask, rehash: bool = False) -> bool:
-    """A shard is reused when its record matches its inputs (names, sizes, modification times) and the tar on
-    disk has the recorded size; with ``rehash``, or a source without a modification time, the sources' content
-    hashes must match the record's too."""
+def _record_matches(task: ShardTask) -> dict | None:
+    """The shard's record when it matches its inputs (names, sizes, modification times) and the tar on disk has
+    the recorded size, else None."""
     try:
         record = json.loads(task.record_path.read_text())
-        if record["plan_key"] != task.plan_key or task.tar_path.stat().st_size != record["size"]:
-            return False
+        if record["plan_key"] == task.plan_key and task.tar_path.stat().st_size == record["size"]:
+            return record
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _is_done(task: ShardTask, rehash: bool = False) -> bool:
+    """A shard is reused when its record matches; with ``rehash``, or a source without a modification time,
+    the sources' content hashes must match the record's too."""
+    record = _record_matches(task)
+    if record is None:
         return False
     if rehash or task.needs_content_check:
         return record.get("source_sha256") == source_hashes(task.sources)
