@@ -208,7 +208,7 @@ def _row(task: ShardTask, chip: Chip, source: Source, position: int, extent, enc
         "sample_index": position, "offset": extent.offset, "size": extent.size,
         "members": [{"name": m.name, "offset": m.offset, "size": m.size} for m in extent.members],
         "available": encoded.available, "missing_reason": encoded.missing_reason,
-        "nodata_fraction": encoded.nodata_fraction,
+        "nodata_fraction": encoded.nodata_fraction, "summary": encoded.summary,
         "source_file": source.name or None, "source_size": source.size,
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from builders.read import read_chip
 from builders.registry import Modality
 from shard_tools.inventory import Chip, Source, load_source
 from shard_tools.stats import band_names, chip_stats, is_grid
+from shard_tools.summary import summarize
 from shard_tools.tarwriter import json_bytes, npy_bytes
 
 
@@ -25,6 +26,7 @@ class EncodedChip:
     nodata_fraction: float | None
     stats: dict[str, dict]
     problem: str | None = None
+    summary: dict = field(default_factory=dict)  # chips.parquet summary columns (shard_tools.summary)
 
 
 def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, data: bytes | None = None) -> EncodedChip:
@@ -52,7 +54,7 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     members = [(f"{name}.npy", npy_bytes(sample.arrays[name])) for name in sorted(sample.arrays)]
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
-    return EncodedChip(members, True, None, fraction, stats)
+    return EncodedChip(members, True, None, fraction, stats, summary=summarize(modality.name, sample.arrays, meta))
 
 
 _ISOLATED = IsolatedReader()

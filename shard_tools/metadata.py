@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shard_tools.encode import clean_float
+from shard_tools.geoparquet import add_geometry
 from shard_tools.inventory import SPLITS, RegionInventory
 from shard_tools.stats import empty_stats, finalize, merge
+from shard_tools.summary import SUMMARY_SCHEMA
 from shard_tools.tarwriter import atomic_write_bytes
 
 MEMBER = pa.struct([("name", pa.string()), ("offset", pa.int64()), ("size", pa.int64())])
@@ -38,6 +40,8 @@ def write_region_metadata(inventory: RegionInventory, region_dir: Path, records:
         write_parquet(meta_dir / f"{modality}.parquet", pa.Table.from_pylist(rows, schema=CHIP_ROW_SCHEMA))
         write_json(meta_dir / f"{modality}.shards.json", shard_index(inventory.region, modality, shard_records))
         write_json(meta_dir / f"{modality}.stats.json", region_stats(inventory.region, modality, shard_records))
+        for split, index in wids_indexes(inventory.region, modality, shard_records).items():
+            write_json(meta_dir / f"{modality}.{split}.wids.json", index)
     write_parquet(meta_dir / "chips.parquet", chips_table(inventory, records))
 
 
@@ -48,6 +52,15 @@ def shard_index(region: str, modality: str, shard_records: list[dict]) -> dict:
         "shardlist": [{"url": r["shard"], "split": r["split"], "nsamples": r["nsamples"], "filesize": r["size"],
                        "sha256": r["sha256"]} for r in shard_records],
     }
+
+
+def wids_indexes(region: str, modality: str, shard_records: list[dict]) -> dict[str, dict]:
+    """Per split, a ``wids.ShardListDataset`` descriptor. wids resolves shard URLs against the descriptor's own
+    folder (``metadata/``), so they are ``../<modality>/<split>-NNNNNN.tar``."""
+    return {split: {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"{region}/{modality}/{split}",
+                    "shardlist": [{"url": f"../{r['shard']}", "nsamples": r["nsamples"], "filesize": r["size"],
+                                   "sha256": r["sha256"]} for r in shard_records if r["split"] == split]}
+            for split in SPLITS if any(r["split"] == split for r in shard_records)}
 
 
 def region_stats(region: str, modality: str, shard_records: list[dict]) -> dict:
@@ -62,18 +75,26 @@ def region_stats(region: str, modality: str, shard_records: list[dict]) -> dict:
 
 
 def chips_table(inventory: RegionInventory, records: dict[str, list[dict]]) -> pa.Table:
-    """One row per chip: geometry, split, and ``has_<modality>`` for every fully built modality."""
-    available = {m: {row["chip_id"]: row["available"] for r in recs for row in r["rows"]} for m, recs in records.items()}
+    """One row per chip, as GeoParquet (``shard_tools.geoparquet``): id, region, split, centre and bounds,
+    and for every fully built modality ``has_<modality>``, ``<modality>_nodata_fraction`` and its summary
+    columns (``shard_tools.summary``; null where the chip lacks the modality)."""
+    rows = {m: {row["chip_id"]: row for r in recs for row in r["rows"]} for m, recs in records.items()}
+    ids = [c.chip_id for c in inventory.chips]
     columns = {
-        "chip_id": [c.chip_id for c in inventory.chips],
-        "region": [inventory.region] * len(inventory.chips),
-        "split": [c.split for c in inventory.chips],
-        **{key: [clean_float(getattr(c, key)) for c in inventory.chips]
+        "chip_id": pa.array(ids, pa.string()),
+        "region": pa.array([inventory.region] * len(ids), pa.string()),
+        "split": pa.array([c.split for c in inventory.chips], pa.string()),
+        **{key: pa.array([clean_float(getattr(c, key)) for c in inventory.chips], pa.float64())
            for key in ("lon", "lat", "west", "south", "east", "north", "area_km2")},
     }
-    for modality in sorted(available):
-        columns[f"has_{modality}"] = [available[modality].get(c.chip_id, False) for c in inventory.chips]
-    return pa.table(columns)
+    for modality in sorted(rows):
+        chip_rows = [rows[modality].get(chip_id, {}) for chip_id in ids]
+        columns[f"has_{modality}"] = pa.array([bool(r.get("available")) for r in chip_rows], pa.bool_())
+        columns[f"{modality}_nodata_fraction"] = pa.array([r.get("nodata_fraction") for r in chip_rows], pa.float64())
+        for name, kind in SUMMARY_SCHEMA.get(modality, []):
+            columns[name] = pa.array([(r.get("summary") or {}).get(name) for r in chip_rows], kind)
+    bounds = [tuple(clean_float(getattr(c, key)) for key in ("west", "south", "east", "north")) for c in inventory.chips]
+    return add_geometry(pa.table(columns), bounds)
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
