@@ -70,7 +70,7 @@ class M3LEOStream(IterableDataset):
         self.eligible = [self._eligible(s) for s in self.shards]
         if self.selection is not None:
             keep = selected(self.roots, split, self.selection, retries=retries, storage_options=storage_options)
-            self.eligible = [e[np.isin(np.asarray(s.keys, dtype=object)[e], list(keep))] if len(e) else e
+            self.eligible = [np.array([i for i in e.tolist() if s.keys[i] in keep], dtype=np.int64)
                              for s, e in zip(self.shards, self.eligible)]
             if not sum(len(e) for e in self.eligible):
                 raise ValueError(f"the selection keeps no {split} chip of {self.roots}")

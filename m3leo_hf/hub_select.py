@@ -38,10 +38,9 @@ def selected_dataset(source: str, modality: str, split: str, selection: Selectio
     keep = selected([root], ours, selection, storage_options=storage_options)
     eligible = []
     for shard in region.shards:
-        wanted = np.isin(np.asarray(shard.keys, dtype=object), list(keep))
-        if available_only:
-            wanted &= shard.available[modality]
-        eligible.append(np.flatnonzero(wanted))
+        available = shard.available[modality]
+        eligible.append(np.array([i for i, key in enumerate(shard.keys)
+                                  if key in keep and (available[i] or not available_only)], dtype=np.int64))
     if not sum(len(e) for e in eligible):
         raise ValueError(f"{source}: the selection keeps no {ours} chip{' with ' + modality if available_only else ''}")
     rank, world_size = (rank, world_size) if rank is not None else _distribution()

@@ -42,19 +42,20 @@ class ByteServer:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
                 self.send_header("Content-Length", str(end - start))
                 self.end_headers()
+                with server._lock:
+                    server.requests.append((relative, header))
                 with path.open("rb") as handle:
                     handle.seek(start)
-                    sent = 0
+                    remaining = end - start
                     try:
-                        while sent < end - start:
-                            chunk = handle.read(min(1 << 16, end - start - sent))
+                        while remaining:
+                            chunk = handle.read(min(1 << 16, remaining))
+                            with server._lock:  # counted before sending: a client never sees a stale count
+                                server.sent[relative] += len(chunk)
                             self.wfile.write(chunk)
-                            sent += len(chunk)
+                            remaining -= len(chunk)
                     except (BrokenPipeError, ConnectionResetError):
                         pass
-                with server._lock:
-                    server.sent[relative] += sent
-                    server.requests.append((relative, header))
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

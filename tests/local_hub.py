@@ -532,9 +532,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if not head:
-            self._copy(self.hub.blobs / stored.sha256, start, end)
-            with self.hub._lock:
+            with self.hub._lock:  # counted before sending: a client done reading never sees a stale count
                 self.hub.sent[f"{ns}/{name}/{path}"] += end - start
+            self._copy(self.hub.blobs / stored.sha256, start, end)
 
     def _range(self, size: int) -> tuple[int, int]:
         """``[start, end)`` requested by the Range header (whole file without one)."""

@@ -3,13 +3,20 @@ only the chip's samples and the per-modality metadata that locates them (bytes c
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi
 
 import m3leo_hf
+from dataset_cards.card import write_card
 from local_hub import TEST_TOKEN, LocalHub
+from shard_tools.publish import publish
 from tests.test_stream_data import source
 
 MODALITIES = ["s1grd", "esaworldcover", "gunw"]
@@ -77,3 +84,37 @@ def test_hub_chip_reads_only_its_members_and_metadata(built, local_hub: LocalHub
         overhead = sum(v for k, v in sent.items() if "/metadata/" not in k) - sum(members)
         assert 0 < overhead < 1024 * len(members), "beyond member data: only their tar headers and padding"
         same_as_source(chip, region, MODALITIES)
+        assert m3leo_hf.chips(root, "train", storage_options=options) == m3leo_hf.chips(str(region), "train")
+
+
+LOAD_SELECTION = """
+import json, sys
+import m3leo_hf
+ds = m3leo_hf.load(sys.argv[1], "s1grd", "train", chips=json.loads(sys.argv[2]), normalize=False)
+print(json.dumps([[e["__key__"], list(e["s1grd"].shape), int(e["s1grd"].sum())] for e in ds]))
+"""
+
+
+def test_load_selection_from_a_hub_repo_id(built, local_hub: LocalHub, tmp_path):
+    """``load("<org>/<name>", chips=...)`` reads the selected samples through hf:// (HF_ENDPOINT) and the card."""
+    region = tmp_path / "conus"
+    shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
+    write_card(region, repo_id="m3leo/conus")
+    publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
+    rows = [r for r in pq.read_table(region / "metadata" / "s1grd.parquet").to_pylist()
+            if r["split"] == "train" and r["available"]]
+    wanted = sorted(r["chip_id"] for r in rows)[::2]
+    before = local_hub.bytes_sent()
+    done = subprocess.run([sys.executable, "-c", LOAD_SELECTION, "m3leo/conus", json.dumps(wanted)],
+                          env=local_hub.client_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = json.loads(done.stdout.splitlines()[-1])
+    local = [[e["__key__"], list(e["s1grd"].shape), int(e["s1grd"].sum())]
+             for e in m3leo_hf.load(region, "s1grd", "train", chips=wanted, normalize=False)]
+    assert remote == local and sorted(k for k, _, _ in local) == wanted
+    shards = {k: v for k, v in (local_hub.bytes_sent() - before).items() if k.endswith(".tar")}
+    selected = {}
+    for r in rows:
+        if r["chip_id"] in wanted:
+            selected[f"m3leo/conus/{r['shard']}"] = selected.get(f"m3leo/conus/{r['shard']}", 0) + r["size"]
+    assert shards == selected
