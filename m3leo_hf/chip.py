@@ -68,8 +68,7 @@ def _location(root: str, modality: str, chip_id: str, retries: int, storage_opti
     if len(rows) > 1:
         raise ValueError(f"{path}: chip {chip_id} has {len(rows)} rows")
     row = rows[0]
-    if not isinstance(row["offset"], int) or not isinstance(row["size"], int) or row["offset"] < 0 or not (
-            0 < row["size"] < 1 << 40):
+    if not isinstance(row["offset"], int) or not isinstance(row["size"], int) or row["offset"] < 0 or row["size"] <= 0:
         raise ValueError(f"{path}: chip {chip_id}: invalid byte range offset={row['offset']} size={row['size']}")
     return row
 

@@ -26,11 +26,14 @@ RUN_BYTES = 32 << 20
 def read_range(url: str, offset: int, size: int, *, retries: int = 3,
                storage_options: Mapping | None = None) -> bytearray:
     """Exactly ``size`` bytes of ``url`` from ``offset``, with retries; a short source is an ``OSError``."""
+    if offset < 0 or size <= 0:
+        raise ValueError(f"{url}: invalid byte range offset={offset} size={size}")
     for attempt in range(retries + 1):
         try:
             data = _fetch(url, offset, size, storage_options)
-            if len(data) != size:
-                raise reader._RemoteEOF(f"got {len(data)} of {size} bytes")
+            if len(data) != size:  # a remote stream may have been cut: retried; a local file is short
+                short = f"the source ends after {len(data)} of {size} bytes"
+                raise reader._RemoteEOF(short) if is_url(url) else ValueError(short)
             return data
         except Exception as exc:  # noqa: BLE001 - classified by reader._transient
             if not reader._transient(exc) or attempt == retries:
@@ -41,25 +44,23 @@ def read_range(url: str, offset: int, size: int, *, retries: int = 3,
 
 
 def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None) -> bytearray:
-    buffer = bytearray(size)
-    if not size:
-        return buffer
+    """The bytes read in chunks: memory follows what the source really holds, whatever ``size`` claims."""
     if url.startswith(("http://", "https://")):
         request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{offset + size - 1}"})
         with urllib.request.urlopen(request, timeout=60) as response:
             if response.status != 206:  # the server ignored Range: skip to offset in the full body
                 _skip(response, offset)
-            return buffer[:_fill(response, memoryview(buffer))]
+            return _read_upto(response, size)
     if is_url(url):
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         if "hf" in fs.protocol:  # its buffered file would read ahead a whole block
             with fs.open(path, "rb", cache_type="none") as handle:
                 handle.seek(offset)
-                return bytearray(handle.read(size))
+                return _read_upto(handle, min(size, max(handle.size - offset, 0)))
         return bytearray(fs.cat_file(path, start=offset, end=offset + size))
     with open(url.removeprefix("file://"), "rb") as handle:
         handle.seek(offset)
-        return buffer[:_fill(handle, memoryview(buffer))]
+        return _read_upto(handle, size)
 
 
 def _skip(stream, count: int) -> None:
@@ -70,14 +71,15 @@ def _skip(stream, count: int) -> None:
         count -= got
 
 
-def _fill(stream, view: memoryview) -> int:
-    filled = 0
-    while filled < len(view):
-        count = stream.readinto(view[filled:])
-        if not count:
+def _read_upto(stream, size: int) -> bytearray:
+    """At most ``size`` bytes of ``stream``, fewer if it ends first."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = stream.read(min(reader.CHUNK * 8, size - len(data)))
+        if not chunk:
             break
-        filled += count
-    return filled
+        data += chunk
+    return data
 
 
 def members(data: bytearray, url: str, base: int) -> Iterator[dict]:

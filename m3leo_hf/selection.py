@@ -83,7 +83,10 @@ class Selection:
                       & (pc.field("north") >= south) & (pc.field("south") <= north))
             keep &= _bools(pc.fill_null(_evaluate(table, inside, root), False))
         if self.where is not None:
-            keep &= _bools(self._where(table, root))
+            mask = _bools(self._where(table, root))
+            if len(mask) != len(table):
+                raise ValueError(f"{root}: where= gave {len(mask)} values for {len(table)} chips")
+            keep &= mask
         return keep
 
     def _where(self, table: pa.Table, root: str):
@@ -119,7 +122,7 @@ def _bools(values) -> np.ndarray:
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         values = values.to_numpy(zero_copy_only=False)
     array = np.asarray(values)
-    if array.dtype != bool:
+    if array.dtype != bool or array.ndim != 1:
         raise TypeError(f"a where= callable must return a boolean mask or a table, got {array.dtype} values")
     return array
 

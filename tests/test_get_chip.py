@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import HfApi
@@ -118,3 +119,30 @@ def test_load_selection_from_a_hub_repo_id(built, local_hub: LocalHub, tmp_path)
         if r["chip_id"] in wanted:
             selected[f"m3leo/conus/{r['shard']}"] = selected.get(f"m3leo/conus/{r['shard']}", 0) + r["size"]
     assert shards == selected
+
+
+def rewrite(path, chip_id: str, **changes) -> None:
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        if row["chip_id"] == chip_id:
+            row.update(changes)
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
+
+
+def test_lying_index_is_a_named_error(built, tmp_path):
+    region = tmp_path / "conus"
+    shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
+    rows = pq.read_table(region / "metadata" / "s1grd.parquet").to_pylist()
+    first, second = rows[0], next(r for r in rows if r["shard"] == rows[0]["shard"] and r["sample_index"] == 1)
+    rewrite(region / "metadata" / "s1grd.parquet", first["chip_id"], size=10**15)  # far beyond the file
+    with pytest.raises(OSError, match=rf"{first['shard']}: cannot read bytes .* ends after"):
+        m3leo_hf.get_chip(str(region), first["chip_id"], ["s1grd"])
+    rewrite(region / "metadata" / "s1grd.parquet", first["chip_id"], offset=second["offset"], size=second["size"])
+    with pytest.raises(m3leo_hf.AlignmentError, match=rf"hold samples \['{second['chip_id']}'\], the index says"):
+        m3leo_hf.get_chip(str(region), first["chip_id"], ["s1grd"])
+    rewrite(region / "metadata" / "s1grd.parquet", first["chip_id"], offset=first["offset"] + 7, size=first["size"])
+    with pytest.raises(m3leo_hf.ShardError, match=rf"{first['shard']}: cannot read sample 0 \({first['chip_id']}\)"):
+        m3leo_hf.get_chip(str(region), first["chip_id"], ["s1grd"])
+    (region / "metadata" / "chips.parquet").write_bytes(b"PAR1 not parquet")
+    with pytest.raises(ValueError, match="chips.parquet is not a readable Parquet file"):
+        m3leo_hf.chips(str(region))

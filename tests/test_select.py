@@ -258,3 +258,18 @@ def test_selection_epochs_are_exact_under_two_ranks(built, carded, tmp_path, mon
             assert len(ranks[0][name][kind]) == len(ranks[1][name][kind]) > 0, f"{name} {kind}: unequal batches"
             flat = per_rank[0] + per_rank[1]
             assert len(flat) == len(set(flat)) == 2 * (len(chosen) // 2) and set(flat) <= chosen, (name, kind)
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+def test_load_selection_equals_stock_load(carded, tmp_path, monkeypatch, streaming):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    options = dict(normalize=True, spatial_size=32, streaming=streaming, meta=True)
+    stock = {e["__key__"]: e for e in m3leo_hf.load(carded, "esaworldcover", "test", **options)}
+    wanted = sorted(stock)[1:]
+    assert wanted
+    chosen = list(m3leo_hf.load(carded, "esaworldcover", "test", chips=wanted, **options))
+    assert [e["__key__"] for e in chosen] == wanted
+    for example in chosen:
+        reference = stock[example["__key__"]]
+        assert example["json"] == reference["json"]
+        assert torch.equal(example["label"], reference["label"]) and torch.equal(example["presence"], reference["presence"])
