@@ -153,10 +153,12 @@ def _record(task: ShardTask) -> dict:
 
 
 def _is_done(task: ShardTask) -> bool:
-    """A shard is reused when its record matches its inputs and the tar on disk has the recorded size."""
+    """A shard is reused when its record matches its inputs and the tar on disk has the recorded size (records
+    written before chip summaries existed are redone, so chips.parquet never lacks them)."""
     try:
         record = json.loads(task.record_path.read_text())
-        return record["plan_key"] == task.plan_key and task.tar_path.stat().st_size == record["size"]
+        return (record["plan_key"] == task.plan_key and task.tar_path.stat().st_size == record["size"]
+                and all("summary" in row for row in record["rows"]))
     except (OSError, ValueError, KeyError):
         return False
 

@@ -146,6 +146,8 @@ def test_stream_by_landcover_bbox_ids_and_callable(built):
     assert sorted(s["chip_id"] for s in chosen) == sorted(forest)
     for sample in chosen:
         assert torch.equal(sample["s1grd"], every[sample["chip_id"]]["s1grd"])
+    verified = m3leo_hf.stream(roots(built), where=pc.field(TREE) > threshold, verify_checksums=True, **options)
+    assert streamed(verified) == [s["chip_id"] for s in chosen]  # whole shards read, same selection
 
     box = bbox_of_half(built)
     inside = selected_ids(built, lambda f: f.intersects(shapely.box(*box)))
