@@ -54,7 +54,11 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     members = [(f"{name}.npy", npy_bytes(sample.arrays[name])) for name in sorted(sample.arrays)]
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
-    return EncodedChip(members, True, None, fraction, stats, summary=summarize(modality.name, sample.arrays, meta))
+    try:
+        summary, problem = summarize(modality.name, sample.arrays, meta), None
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # odd but readable data: keep the chip, say so
+        summary, problem = {}, f"chip {chip.chip_id}: {source.name}: no chips.parquet summary: {exc!r}"
+    return EncodedChip(members, True, None, fraction, stats, problem, summary)
 
 
 _ISOLATED = IsolatedReader()
