@@ -1,8 +1,12 @@
 """M3LEO chips as aligned WebDataset shards: streaming torch pipelines with exact distributed epochs."""
 
+from m3leo_hf.chip import get_chip
 from m3leo_hf.dataset import M3LEOStream, stream
 from m3leo_hf.hub import load
 from m3leo_hf.loader import StatefulLoader
+from m3leo_hf.mapstyle import M3LEODataset
 from m3leo_hf.reader import AlignmentError, ShardError
+from m3leo_hf.selection import Selection, chips
 
-__all__ = ["AlignmentError", "M3LEOStream", "ShardError", "StatefulLoader", "load", "stream"]
+__all__ = ["AlignmentError", "M3LEODataset", "M3LEOStream", "Selection", "ShardError", "StatefulLoader", "chips",
+           "get_chip", "load", "stream"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch.distributed as dist
@@ -15,7 +15,9 @@ from builders.declarations import Modality
 from m3leo_hf.collate import collate, to_torch
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
+from m3leo_hf.ranged import read_runs
 from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
+from m3leo_hf.selection import Selection, Where, selected
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, declaration, pool_stats
 
 Bands = Sequence[str] | Mapping[str, Sequence[str]]
@@ -46,7 +48,8 @@ class M3LEOStream(IterableDataset):
                  normalize: bool | Sequence[str] = False, labels: bool = True,
                  spatial_size: Size | Mapping[str, Size] | None = None, rank: int | None = None,
                  world_size: int | None = None, verify_checksums: bool = False, retries: int = 3,
-                 storage_options: Mapping | None = None, datepairs: DatePairs | Mapping | bool | None = None):
+                 storage_options: Mapping | None = None, datepairs: DatePairs | Mapping | bool | None = None,
+                 chips: Iterable[str] | None = None, where: Where | None = None, bbox: Sequence[float] | None = None):
         if missing not in ("mask", "skip"):
             raise ValueError(f"missing must be 'mask' or 'skip', not {missing!r}")
         if (rank is None) != (world_size is None):
@@ -63,7 +66,14 @@ class M3LEOStream(IterableDataset):
         self.regions = [load_region(r, self.modalities, split, retries=retries, storage_options=storage_options)
                         for r in self.roots]
         self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
+        self.selection = Selection.of(chips, where, bbox)
         self.eligible = [self._eligible(s) for s in self.shards]
+        if self.selection is not None:
+            keep = selected(self.roots, split, self.selection, retries=retries, storage_options=storage_options)
+            self.eligible = [np.array([i for i in e.tolist() if s.keys[i] in keep], dtype=np.int64)
+                             for s, e in zip(self.shards, self.eligible)]
+            if not sum(len(e) for e in self.eligible):
+                raise ValueError(f"the selection keeps no {split} chip of {self.roots}")
         self.declarations = {m: self._declaration(m) for m in self.modalities}
         paired = [m for m in self.modalities if self.declarations[m].variable_axis == "datepair"]
         if datepairs not in (None, False) and not paired:
@@ -146,8 +156,7 @@ class M3LEOStream(IterableDataset):
             shard = self.shards[plan.shard_ids[run[0]]]
             wanted = plan.sample_ids[run].tolist()
             present = [m for m in self.modalities if m in shard.files]
-            streams = [read_samples(shard.files[m], shard.keys, wanted, verify=self.verify, retries=self.retries,
-                                    storage_options=self.storage_options) for m in present]
+            streams = [self._reader(shard, m, wanted) for m in present]
             try:
                 for position, index in zip(run.tolist(), wanted):
                     parts = [next(stream) for stream in streams]
@@ -163,12 +172,37 @@ class M3LEOStream(IterableDataset):
                 for stream in streams:
                     stream.close()
 
+    def _reader(self, shard: AlignedShard, modality: str, wanted: list[int]) -> Iterator[tuple[int, dict]]:
+        """Raw samples at ``wanted``: a selection reads only their byte ranges (unless checksums are verified,
+        which needs whole shards); otherwise one forward read from the first wanted sample."""
+        file = shard.files[modality]
+        if self.selection is not None and not self.verify:
+            return read_runs(file.url, shard.keys, wanted, file.offsets, shard.sizes[modality], retries=self.retries,
+                             storage_options=self.storage_options)
+        return read_samples(file, shard.keys, wanted, verify=self.verify, retries=self.retries,
+                            storage_options=self.storage_options)
+
     def _sample(self, plan: RankPlan, position: int, raw: Mapping[str, dict]) -> dict:
-        shard = self.shards[plan.shard_ids[position]]
-        index = int(plan.sample_ids[position])
+        return self.joined(self.shards[plan.shard_ids[position]], int(plan.sample_ids[position]), raw,
+                           padding=bool(plan.padding[position]))
+
+    def read_one(self, shard: AlignedShard, index: int) -> dict[str, dict]:
+        """The raw samples of every modality at ``index`` of ``shard``, each read by its byte range only."""
+        raw = {}
+        for modality in self.modalities:
+            if modality not in shard.files:
+                raw[modality] = _absent(shard, index, modality)
+                continue
+            file = shard.files[modality]
+            ((_, raw[modality]),) = read_runs(file.url, shard.keys, [index], file.offsets, shard.sizes[modality],
+                                              retries=self.retries, storage_options=self.storage_options)
+        return raw
+
+    def joined(self, shard: AlignedShard, index: int, raw: Mapping[str, dict], padding: bool = False) -> dict:
+        """The output sample (numpy) of the raw samples ``raw`` at ``index`` of ``shard``: decoded, checked,
+        transformed, placeholders for missing modalities."""
         out: dict = {"chip_id": shard.keys[index], "region": shard.region}
-        meta = {"split": self.split, "shard": shard.name, "sample_index": index,
-                "padding": bool(plan.padding[position])}
+        meta = {"split": self.split, "shard": shard.name, "sample_index": index, "padding": padding}
         for modality, sample in raw.items():
             arrays, info = decode(sample, shard.files[modality].url if modality in shard.files else shard.region)
             available = bool(info.get("available", bool(arrays)))
@@ -260,6 +294,10 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities
     (72, 132), "long": (140, 216)}, "rule": "far" | "close" | "mean"}`` (these are the defaults):
     ``sample["gunw"]`` is then ``{field: (n_windows, H, W) float32, "pairs_available": (n_windows,)
     bool}``, a window without a pair in its baseline range being zeros; see
-    ``m3leo_hf.transforms.DatePairs``).
+    ``m3leo_hf.transforms.DatePairs``). Selection (``m3leo_hf.selection.Selection``, on each region's
+    ``metadata/chips.parquet``): ``chips`` (ids), ``where`` (a pyarrow expression such as
+    ``pc.field("esaworldcover_frac_10") > 0.5``, or a callable on the table), ``bbox`` (west, south,
+    east, north): only the selected chips are planned (exact epochs over the selection) and only their
+    byte ranges are read (``verify_checksums`` reads whole shards).
     """
     return M3LEOStream(roots, modalities=modalities, **options)

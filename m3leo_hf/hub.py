@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import datasets
 import numpy as np
 
 from builders.declarations import Modality
 from m3leo_hf.collate import to_torch
+from m3leo_hf.hub_select import selected_dataset
+from m3leo_hf.planning import Equalize
+from m3leo_hf.selection import Selection, Where
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
@@ -30,6 +33,8 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
          normalize: bool = True, bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
          labels: bool = True, spatial_size: Size | None = None, available_only: bool = True, meta: bool = False,
          revision: str | None = None, datepairs: DatePairs | Mapping[str, Any] | bool | None = None,
+         chips: Iterable[str] | None = None, where: Where | None = None, bbox: Sequence[float] | None = None,
+         rank: int | None = None, world_size: int | None = None, equalize: Equalize | None = None,
          **load_kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
     """``load_dataset(region_or_repo, modality, split=...)`` yielding ``{field: tensor, ..., "__key__": chip id}``.
 
@@ -43,7 +48,11 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     ``datepairs`` (gunw): fixed-size date-pair selection by temporal baseline, as in ``stream()``
     (``True`` or ``{"fields", "windows", "rule"}``, see ``m3leo_hf.transforms.DatePairs``): each
     chosen field ``(n_windows, H, W)`` float32 plus ``pairs_available`` ``(n_windows,)`` bool.
-    Other keyword arguments go to ``datasets.load_dataset``.
+    Selection (``chips`` ids, ``where`` expression or callable on ``metadata/chips.parquet``, ``bbox``
+    (west, south, east, north); see ``m3leo_hf.selection``): only the selected samples are read, by byte
+    range, and each rank (``rank``/``world_size``, default torch.distributed) gets an equal share of them
+    (``equalize``: "drop" for train, "pad" otherwise; do not call ``split_dataset_by_node``); see
+    ``m3leo_hf.hub_select``. Other keyword arguments go to ``datasets.load_dataset``.
     """
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
@@ -53,8 +62,14 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     stats = _train_stats(source, name, revision) if normalize else None
     transform = ModalityTransform(declared, stats=stats, bands=bands, normalize=normalize, labels=labels,
                                   spatial_size=spatial_size, datepairs=datepairs)
-    ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
-                               revision=revision, **load_kwargs)
+    selection = Selection.of(chips, where, bbox)
+    if selection is None:
+        ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
+                                   revision=revision, **load_kwargs)
+    else:
+        ds = selected_dataset(source, modality, split, selection, streaming=streaming, revision=revision,
+                              available_only=available_only, rank=rank, world_size=world_size, equalize=equalize,
+                              load_kwargs=load_kwargs)
     if available_only:
         ds = ds.filter(lambda sample: sample["available"], input_columns="json")
     if streaming:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import json
 import urllib.error
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from builders.declarations import Modality
 from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, join, read_bytes
 
-COLUMNS = ["chip_id", "split", "shard", "sample_index", "offset", "available", "members"]
+COLUMNS = ["chip_id", "split", "shard", "sample_index", "offset", "size", "available", "members"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class AlignedShard:
     keys: tuple[str, ...]
     files: Mapping[str, ShardFile]
     available: Mapping[str, np.ndarray]
+    sizes: Mapping[str, np.ndarray] = field(default_factory=dict)  # bytes of each sample, per modality
 
     @property
     def nsamples(self) -> int:
@@ -137,7 +138,8 @@ def _shard_files(root: str, modality: str, index: Mapping, rows: list[dict], spl
         offsets = np.array([r["offset"] for r in shard_rows], dtype=np.int64)
         file = ShardFile(join(root, entry["url"]), entry["filesize"], entry["sha256"], offsets)
         out[name] = (file, tuple(r["chip_id"] for r in shard_rows),
-                     np.array([r["available"] for r in shard_rows], dtype=bool))
+                     np.array([r["available"] for r in shard_rows], dtype=bool),
+                     np.array([r["size"] for r in shard_rows], dtype=np.int64))
     return out
 
 
@@ -161,7 +163,8 @@ def _align(region: str, per_modality: Mapping[str, dict], modalities: Sequence[s
                                      f"but {_at(other, at)!r} in {modality}")
         shards.append(AlignedShard(region, name, keys, {m: per_modality[m][name][0] for m in per_modality},
                                    {m: per_modality[m][name][2] if m in per_modality else np.zeros(len(keys), bool)
-                                    for m in modalities}))
+                                    for m in modalities},
+                                   {m: per_modality[m][name][3] for m in per_modality}))
     return tuple(shards)
 
 

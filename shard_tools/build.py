@@ -217,7 +217,8 @@ def _record_matches(task: ShardTask) -> dict | None:
     the recorded size, else None."""
     try:
         record = json.loads(task.record_path.read_text())
-        if record["plan_key"] == task.plan_key and task.tar_path.stat().st_size == record["size"]:
+        if (record["plan_key"] == task.plan_key and task.tar_path.stat().st_size == record["size"]
+                and all("summary" in row for row in record["rows"])):  # records from before chip summaries: redo
             return record
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -301,7 +302,7 @@ def _row(task: ShardTask, chip: Chip, source: Source, position: int, extent, enc
         "sample_index": position, "offset": extent.offset, "size": extent.size,
         "members": [{"name": m.name, "offset": m.offset, "size": m.size} for m in extent.members],
         "available": encoded.available, "missing_reason": encoded.missing_reason,
-        "nodata_fraction": encoded.nodata_fraction,
+        "nodata_fraction": encoded.nodata_fraction, "summary": encoded.summary,
         "source_file": source.name or None, "source_size": source.size,
     }
 

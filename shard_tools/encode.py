@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from builders.limits import chip_limits, too_large
 from builders.read import read_chip, reader_for
 from shard_tools.inventory import Chip, Source, load_source
 from shard_tools.stats import band_names, chip_stats, is_grid
+from shard_tools.summary import summarize
 from shard_tools.tarwriter import json_bytes, npy_bytes
 
 
@@ -27,6 +28,7 @@ class EncodedChip:
     stats: dict[str, dict]
     problem: str | None = None
     source_sha256: str | None = None
+    summary: dict = field(default_factory=dict)  # chips.parquet summary columns (shard_tools.summary)
 
 
 def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, data: bytes | None = None) -> EncodedChip:
@@ -60,8 +62,12 @@ def encode_chip(modality: Modality, region: str, chip: Chip, source: Source, dat
     members = [(f"{name}.npy", npy_bytes(sample.arrays[name])) for name in sorted(sample.arrays)]
     members.append(("json", json_bytes(meta)))
     stats, fraction = _measure(modality, sample.arrays, meta)
-    return EncodedChip(members, True, None, fraction, stats, _crs_problem(chip.chip_id, source.name, meta),
-                       source_sha256=digest)
+    try:
+        summary, problem = summarize(modality, sample.arrays, meta), None
+    except (ValueError, TypeError, IndexError, KeyError) as exc:  # odd but readable data: keep the chip, say so
+        summary, problem = {}, f"chip {chip.chip_id}: {source.name}: no chips.parquet summary: {exc!r}"
+    problems = [p for p in (_crs_problem(chip.chip_id, source.name, meta), problem) if p]
+    return EncodedChip(members, True, None, fraction, stats, "; ".join(problems) or None, digest, summary)
 
 
 def _crs_problem(chip_id: str, name: str, meta: dict) -> str | None:

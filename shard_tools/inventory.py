@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import fnmatch
-import io
 import json
 import math
 import os

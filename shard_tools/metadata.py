@@ -10,9 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shard_tools.encode import clean_float
+from shard_tools.geoparquet import add_geometry
 from shard_tools.inventory import SPLITS, Chip, RegionInventory
 from shard_tools.plan import RegionPlan, plan_table
 from shard_tools.stats import empty_stats, finalize, merge
+from shard_tools.summary import summary_columns
 from shard_tools.tarwriter import atomic_write_bytes
 
 DECLARATION_SUFFIX = ".modality.json"
@@ -44,10 +46,12 @@ def write_region_metadata(inventory: RegionInventory, plan: RegionPlan, region_d
         write_parquet(meta_dir / f"{modality}.parquet", pa.Table.from_pylist(rows, schema=CHIP_ROW_SCHEMA))
         write_json(meta_dir / f"{modality}.shards.json", shard_index(inventory.region, modality, shard_records))
         write_json(meta_dir / f"{modality}.stats.json", region_stats(inventory.region, modality, shard_records))
+        for split, index in wids_indexes(inventory.region, modality, shard_records).items():
+            write_json(meta_dir / f"{modality}.{split}.wids.json", index)
         write_json(meta_dir / f"{modality}{DECLARATION_SUFFIX}", inventory.specs[modality].to_json())
     write_parquet(meta_dir / "plan.parquet", plan_table(plan))
     write_json(meta_dir / "modalities.json", modalities_index(meta_dir, inventory.unmatched))
-    write_parquet(meta_dir / "chips.parquet", chips_table(inventory.region, plan, _availability(meta_dir, records)))
+    write_parquet(meta_dir / "chips.parquet", chips_table(inventory, plan, _chip_rows(meta_dir, records)))
 
 
 def shard_index(region: str, modality: str, shard_records: list[dict]) -> dict:
@@ -57,6 +61,15 @@ def shard_index(region: str, modality: str, shard_records: list[dict]) -> dict:
         "shardlist": [{"url": r["shard"], "split": r["split"], "nsamples": r["nsamples"], "filesize": r["size"],
                        "sha256": r["sha256"]} for r in shard_records],
     }
+
+
+def wids_indexes(region: str, modality: str, shard_records: list[dict]) -> dict[str, dict]:
+    """Per split, a ``wids.ShardListDataset`` descriptor. wids resolves shard URLs against the descriptor's own
+    folder (``metadata/``), so they are ``../<modality>/<split>-NNNNNN.tar``."""
+    return {split: {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": f"{region}/{modality}/{split}",
+                    "shardlist": [{"url": f"../{r['shard']}", "nsamples": r["nsamples"], "filesize": r["size"],
+                                   "sha256": r["sha256"]} for r in shard_records if r["split"] == split]}
+            for split in SPLITS if any(r["split"] == split for r in shard_records)}
 
 
 def region_stats(region: str, modality: str, shard_records: list[dict]) -> dict:
@@ -81,32 +94,41 @@ def modalities_index(meta_dir: Path, skipped: dict[str, str]) -> dict:
     return {"modalities": declared, "aliases": dict(sorted(aliases.items())), "skipped_folders": dict(sorted(skipped.items()))}
 
 
-def _availability(meta_dir: Path, records: dict[str, list[dict]]) -> dict[str, dict[str, bool]]:
-    """Chip availability per modality: from this build's records, else from the modality's Parquet on disk."""
-    available = {m: {row["chip_id"]: row["available"] for r in recs for row in r["rows"]} for m, recs in records.items()}
+def _chip_rows(meta_dir: Path, records: dict[str, list[dict]]) -> dict[str, dict[str, dict]]:
+    """Per modality, chip id -> its metadata row: from this build's records, else (a modality whose input folder
+    is gone) availability and nodata fraction from its Parquet on disk."""
+    rows = {m: {row["chip_id"]: row for r in recs for row in r["rows"]} for m, recs in records.items()}
     for path in sorted(meta_dir.glob(f"*{DECLARATION_SUFFIX}")):
         modality = path.name[: -len(DECLARATION_SUFFIX)]
         table_path = meta_dir / f"{modality}.parquet"
-        if modality not in available and table_path.is_file():
-            table = pq.read_table(table_path, columns=["chip_id", "available"])
-            available[modality] = dict(zip(table["chip_id"].to_pylist(), table["available"].to_pylist()))
-    return available
+        if modality not in rows and table_path.is_file():
+            table = pq.read_table(table_path, columns=["chip_id", "available", "nodata_fraction"])
+            rows[modality] = {row["chip_id"]: row for row in table.to_pylist()}
+    return rows
 
 
-def chips_table(region: str, plan: RegionPlan, available: dict[str, dict[str, bool]]) -> pa.Table:
-    """One row per planned chip: geometry, split, and ``has_<modality>`` for every built modality."""
-    chips: list[Chip] = [chip for shard in plan.shards for chip in shard.chips]
-    chips.sort(key=lambda c: c.chip_id)
+def chips_table(inventory: RegionInventory, plan: RegionPlan, rows: dict[str, dict[str, dict]]) -> pa.Table:
+    """One row per planned chip, as GeoParquet (``shard_tools.geoparquet``): id, region, split, centre and bounds,
+    and for every built modality ``has_<modality>``, ``<modality>_nodata_fraction`` and its summary columns
+    (``shard_tools.summary``; null where the chip lacks the modality)."""
+    chips: list[Chip] = sorted((chip for shard in plan.shards for chip in shard.chips), key=lambda c: c.chip_id)
+    ids = [c.chip_id for c in chips]
     columns = {
-        "chip_id": [c.chip_id for c in chips],
-        "region": [region] * len(chips),
-        "split": [c.split for c in chips],
-        **{key: [clean_float(getattr(c, key)) for c in chips]
+        "chip_id": pa.array(ids, pa.string()),
+        "region": pa.array([inventory.region] * len(ids), pa.string()),
+        "split": pa.array([c.split for c in chips], pa.string()),
+        **{key: pa.array([clean_float(getattr(c, key)) for c in chips], pa.float64())
            for key in ("lon", "lat", "west", "south", "east", "north", "area_km2")},
     }
-    for modality in sorted(available):
-        columns[f"has_{modality}"] = [available[modality].get(c.chip_id, False) for c in chips]
-    return pa.table(columns)
+    for modality in sorted(rows):
+        chip_rows = [rows[modality].get(chip_id, {}) for chip_id in ids]
+        columns[f"has_{modality}"] = pa.array([bool(r.get("available")) for r in chip_rows], pa.bool_())
+        columns[f"{modality}_nodata_fraction"] = pa.array([r.get("nodata_fraction") for r in chip_rows], pa.float64())
+        spec = inventory.specs.get(modality)
+        for name, kind in summary_columns(spec) if spec is not None else []:
+            columns[name] = pa.array([(r.get("summary") or {}).get(name) for r in chip_rows], kind)
+    bounds = [tuple(clean_float(getattr(c, key)) for key in ("west", "south", "east", "north")) for c in chips]
+    return add_geometry(pa.table(columns), bounds)
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:

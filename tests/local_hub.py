@@ -112,6 +112,7 @@ class LocalHub:
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.repos: dict[tuple[str, str], Repo] = {}
         self._uploads: Counter[tuple[str, str, str]] = Counter()
+        self.sent: Counter[str] = Counter()  # body bytes served per resolved file path (see ``bytes_sent``)
         self._commits_before_failure: int | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -137,6 +138,11 @@ class LocalHub:
     def uploads(self, repo_id: str, repo_type: str = "dataset") -> Counter[str]:
         """How many committed additions each path received."""
         return Counter({p: c for (t, r, p), c in self._uploads.items() if (t, r) == (repo_type, repo_id)})
+
+    def bytes_sent(self) -> Counter[str]:
+        """File content bytes this server has sent per ``<repo_id>/<path>`` (resolve requests, ranges counted)."""
+        with self._lock:
+            return Counter(self.sent)
 
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "dataset") -> dict[str, str]:
         """``{path: sha256}`` of the files at ``revision``."""
@@ -526,6 +532,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         if not head:
+            with self.hub._lock:  # counted before sending: a client done reading never sees a stale count
+                self.hub.sent[f"{ns}/{name}/{path}"] += end - start
             self._copy(self.hub.blobs / stored.sha256, start, end)
 
     def _range(self, size: int) -> tuple[int, int]:
