@@ -1,0 +1,116 @@
+"""m3leo-shift end to end on the 32-px sample shards: pretraining (resumable), embedding, report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from m3leo_hf.shift.checkpoint import load_checkpoint, load_encoder
+from m3leo_hf.shift.cli import main
+from m3leo_hf.shift.embed import embed, read_table, resolve_encoder
+from m3leo_hf.shift.mae import MAEConfig
+from m3leo_hf.shift.pretrain import PretrainOptions, pretrain
+from m3leo_hf.shift.recipe import CHANNELS
+
+REGIONS = ("conus", "europe", "pakin")
+FAST = ["--image-size", "32", "--batch-size", "2", "--permutations", "50", "--bootstraps", "20"]
+CONFIG = MAEConfig.preset("tiny", image_size=32)
+
+
+def mean_pool() -> torch.nn.Module:
+    """An encoder factory for ``module:attr``: per-channel means, (B, 12, S, S) -> (B, 12)."""
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+
+
+def available_s1grd(region_dir) -> set[str]:
+    table = pq.read_table(region_dir / "metadata" / "s1grd.parquet", columns=["chip_id", "available"])
+    return {c for c, a in zip(table["chip_id"].to_pylist(), table["available"].to_pylist()) if a}
+
+
+def test_cli_end_to_end(built, tmp_path, capsys):
+    out = tmp_path / "shift-out"
+    roots = [str(built / r) for r in REGIONS]
+    assert main([*roots, "--epochs", "1", "--out", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC DATA" in printed and "not the M3LEO paper's result" in printed
+
+    document = json.loads((out / "shift.json").read_text(), parse_constant=pytest.fail)  # strict: no NaN
+    assert document["provenance"]["data"] == "synthetic" and "SYNTHETIC" in document["provenance"]["notice"]
+    assert document["regions"] == list(REGIONS) and len(document["pairs"]) == 3
+    for pair in document["pairs"]:
+        raw = pair["raw"]
+        for name in ("mmd2", "auc", "frechet"):
+            assert raw[name]["low"] <= raw[name]["high"], (pair["a"], pair["b"], name)
+        assert 0 < raw["mmd2"]["p_value"] <= 1 and 0 <= raw["auc"]["value"] <= 1
+        for condition in ("strata", "nearest"):
+            matching = pair[condition]["matching"]
+            assert matching["matched_x"] == matching["matched_y"] == pair[condition]["n_a"]
+            assert set(matching["smd_before"]) == set(matching["smd_after"])
+    markdown = (out / "shift.md").read_text()
+    assert "SYNTHETIC DATA" in markdown and "| conus-europe | raw |" in markdown
+
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted([f"heatmap-{s}-{c}.png" for s in ("auc", "frechet", "mmd2")
+                           for c in ("nearest", "raw", "strata")] + ["projection.png"])
+    for name in pngs:
+        with Image.open(out / name) as image:
+            image.verify()
+        with Image.open(out / name) as image:
+            assert image.width >= 500 and image.height >= 400
+            assert len(image.convert("RGB").getcolors(1 << 16) or range(1 << 16)) > 10  # not blank
+
+    table, info = read_table(out / "embeddings.parquet")
+    for region in REGIONS:
+        assert set(table["chip_id"][table["region"] == region]) == available_s1grd(built / region)
+    assert table["embedding"].shape == (len(table["chip_id"]), CONFIG.width)
+    assert np.isfinite(table["embedding"]).all() and info["normalizer"]["channels"] == list(CHANNELS)
+    assert set(table["split"]) == {"train", "val", "test"}
+    with safe_open(str(out / "mae" / "encoder.safetensors"), framework="pt") as handle:
+        assert json.loads(handle.metadata()["mae_config"])["image_size"] == 32
+
+
+def test_resumed_pretraining_equals_an_uninterrupted_run(built, tmp_path):
+    roots = [built / r for r in REGIONS]
+    options = PretrainOptions(epochs=2, batch_size=2, checkpoint_every=2)
+    straight = load_encoder(pretrain(roots, tmp_path / "straight", CONFIG, options))[0]
+    pretrain(roots, tmp_path / "resumed", CONFIG, PretrainOptions(epochs=1, batch_size=2, checkpoint_every=2))
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoint")[2]
+    assert state["loader"]["epoch"] == 1 and state["loader"]["batches"] == 0
+    resumed = load_encoder(pretrain(roots, tmp_path / "resumed", CONFIG, options))[0]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_factory_encoder_and_reused_parts(built, tmp_path):
+    module, normalizer, description = resolve_encoder("test_shift_cli:mean_pool")
+    assert normalizer is None and description == "factory test_shift_cli:mean_pool"
+    _, normalizer, _ = resolve_encoder(str(pretrain([built / "conus"], tmp_path / "mae", CONFIG,
+                                                    PretrainOptions(epochs=1, batch_size=2))))
+    out = tmp_path / "embeddings.parquet"
+    embed([built / "europe"], module, normalizer, out, image_size=32, batch_size=3, metadata={"encoder": description})
+    table, info = read_table(out)
+    assert table["embedding"].shape[1] == 12 and info["encoder"] == description
+    parts = sorted((tmp_path / "embeddings.parquet.parts").glob("*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in parts]
+    embed([built / "europe"], module, normalizer, out, image_size=32, batch_size=3, metadata={"encoder": description})
+    assert [p.stat().st_mtime_ns for p in parts] == stamps  # same encoder: parts reused
+    other = torch.nn.Sequential(torch.nn.AdaptiveMaxPool2d(1), torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    embed([built / "europe"], other, normalizer, out, image_size=32, batch_size=3, metadata={"encoder": "other"})
+    assert read_table(out)[0]["embedding"].shape[1] == 5  # another encoder: embedded again
+
+
+def test_bad_encoders_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        resolve_encoder(str(tmp_path / "missing.safetensors"))
+    with pytest.raises(AttributeError, match="no callable"):
+        resolve_encoder("test_shift_cli:nothing_here")
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ValueError, match="not an m3leo-shift encoder"):
+        resolve_encoder(str(tmp_path / "foreign.safetensors"))
