@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("--normalizer-chips", type=int, default=1000)
     model.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    model.add_argument("--bf16", action="store_true", help="bfloat16 autocast for pretraining and embedding (GPUs)")
     model.add_argument("--splits", nargs="+", default=["train", "val", "test"], help="splits to embed")
     statistics = p.add_argument_group("statistics")
     statistics.add_argument("--seed", type=int, default=0)
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         config = MAEConfig.preset(args.model, image_size=args.image_size)
         options = PretrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                   num_workers=args.workers, checkpoint_every=args.checkpoint_every,
-                                  normalizer_chips=args.normalizer_chips, device=args.device)
+                                  normalizer_chips=args.normalizer_chips, device=args.device,
+                                  bf16=args.bf16)
         encoder_spec = os.fspath(pretrain(args.pretrain_root or args.roots, args.out / "mae", config, options))
         say(f"pretrained {args.model} MAE ({args.epochs} epochs) -> {encoder_spec}", flush=True)
     module, normalizer, description = resolve_encoder(encoder_spec)
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.normalizer_chips, args.seed)
     table_path = embed(args.roots, module, normalizer, args.out / "embeddings.parquet", splits=args.splits,
                        image_size=args.image_size, batch_size=args.batch_size, num_workers=args.workers,
-                       device=args.device, metadata={"encoder": description})
+                       device=args.device, bf16=args.bf16, metadata={"encoder": description})
     if rank == 0:
         table, _ = read_table(table_path)
         settings = Settings(seed=args.seed, max_chips=args.max_chips, permutations=args.permutations,

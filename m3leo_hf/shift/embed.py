@@ -80,12 +80,12 @@ def _rank() -> tuple[int, int]:
 
 def embed(roots: Sequence[str | os.PathLike], encoder: torch.nn.Module, normalizer: Normalizer, out: str | os.PathLike,
           *, splits: Sequence[str] = ("train", "val", "test"), image_size: int = 448, batch_size: int = 8,
-          num_workers: int = 0, device: str = "cpu", metadata: dict | None = None) -> Path:
+          num_workers: int = 0, device: str = "cpu", bf16: bool = False, metadata: dict | None = None) -> Path:
     """Write the embedding table of ``roots`` x ``splits`` to ``out`` (Parquet); returns ``out``."""
     out = Path(out)
     parts = out.with_name(out.name + ".parts")
     rank, world = _rank()
-    identity = json.dumps({"metadata": metadata or {}, "weights": fingerprint(encoder),
+    identity = json.dumps({"metadata": metadata or {}, "weights": fingerprint(encoder), "bf16": bf16,
                            "normalizer": normalizer.state(), "image_size": image_size, "world_size": world},
                           sort_keys=True)
     if rank == 0:
@@ -104,7 +104,7 @@ def embed(roots: Sequence[str | os.PathLike], encoder: torch.nn.Module, normaliz
             region = data.regions[0].region
             part = parts / f"{region}-{split}-rank{rank}.parquet"
             if not part.exists():
-                _write_part(data, encoder, normalizer, part, region, split, device, num_workers)
+                _write_part(data, encoder, normalizer, part, region, split, device, num_workers, bf16)
     if world > 1:
         dist.barrier()
     if rank == 0:
@@ -123,7 +123,7 @@ def embed(roots: Sequence[str | os.PathLike], encoder: torch.nn.Module, normaliz
 
 
 def _write_part(data, encoder: torch.nn.Module, normalizer: Normalizer, part: Path, region: str, split: str,
-                device: str, num_workers: int) -> None:
+                device: str, num_workers: int, bf16: bool) -> None:
     rows: dict[str, list] = {"chip_id": [], "embedding": [], "terrain": []}
     loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=num_workers)
     with torch.no_grad():
@@ -133,7 +133,8 @@ def _write_part(data, encoder: torch.nn.Module, normalizer: Normalizer, part: Pa
             if not keep.any():
                 continue
             images = normalizer(batch[MODALITY][torch.from_numpy(keep)].to(device))
-            vectors = encoder(images).float().cpu().numpy()
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+                vectors = encoder(images).float().cpu().numpy()
             if vectors.ndim != 2 or len(vectors) != keep.sum():
                 raise ValueError(f"encoder returned {vectors.shape} for {int(keep.sum())} chips; expected (B, D)")
             rows["chip_id"] += [c for c, k in zip(batch["chip_id"], keep) if k]

@@ -118,10 +118,11 @@ class MaskedAutoencoder(nn.Module):
         order = noise.argsort(dim=1)
         keep, masked = order[:, :kept], order[:, kept:]
         latent = self.decoder_embed(self.encode(images, keep))
-        full = self.mask_token.expand(b, n, -1).clone()
+        full = self.mask_token.expand(b, n, -1).to(latent.dtype).clone()
         full.scatter_(1, keep[..., None].expand(-1, -1, full.shape[-1]), latent[:, 1:])
         decoded = self.decoder(torch.cat([latent[:, :1], full], dim=1) + self.decoder_position)
         prediction = self.predict(self.decoder_norm(decoded[:, 1:]))
         target = patchify(images, self.config.patch_size)
         index = masked[..., None].expand(-1, -1, target.shape[-1])
-        return nn.functional.mse_loss(torch.gather(prediction, 1, index), torch.gather(target, 1, index))
+        predicted = torch.gather(prediction, 1, index).float()
+        return nn.functional.mse_loss(predicted, torch.gather(target, 1, index).float())

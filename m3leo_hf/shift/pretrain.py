@@ -37,6 +37,7 @@ class PretrainOptions:
     normalizer_chips: int = 1000
     checkpoint_every: int = 500
     device: str = "cpu"
+    bf16: bool = False  # bfloat16 autocast of the forward pass (GPUs)
 
 
 def _rank() -> tuple[int, int]:
@@ -136,11 +137,12 @@ def pretrain(roots: Sequence[str | os.PathLike], out: str | os.PathLike, config:
             images = images[_non_constant(images)] if len(images) else images
             if options.crop and len(images):
                 images = random_resized_crop(images, generator)
-            if len(images):
-                loss = trained(images, generator=_device_generator(device, generator))
-            else:  # every chip constant: a zero-weight step keeps the DDP ranks in lockstep
-                blank = torch.zeros((1, config.channels, config.image_size, config.image_size), device=device)
-                loss = trained(blank, generator=_device_generator(device, generator)) * 0.0
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=options.bf16):
+                if len(images):
+                    loss = trained(images, generator=_device_generator(device, generator))
+                else:  # every chip constant: a zero-weight step keeps the DDP ranks in lockstep
+                    blank = torch.zeros((1, config.channels, config.image_size, config.image_size), device=device)
+                    loss = trained(blank, generator=_device_generator(device, generator)) * 0.0
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

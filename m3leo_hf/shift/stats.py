@@ -197,12 +197,17 @@ def _stratified_draws(labels: np.ndarray, count: int, rng: np.random.Generator) 
 
 # -- Fréchet distance -------------------------------------------------------------------------------
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """``|mu_x - mu_y|² + tr(S_x + S_y - 2 (S_x^½ S_y S_x^½)^½)`` of the two Gaussian fits."""
+    """``|mu_x - mu_y|² + tr(S_x + S_y - 2 (S_x^½ S_y S_x^½)^½)`` of the two Gaussian fits.
+
+    The eigenvalues of ``S_x^½ S_y S_x^½`` are those of ``L^T S_y L`` for ``S_x = L L^T`` (both are
+    similar to ``S_x S_y``): a Cholesky factor and one symmetric eigenvalue solve. ``S_x`` gets a
+    jitter of 1e-10 of its mean variance so that a rank-deficient one (fewer chips than dimensions)
+    still factorises."""
     mean_x, mean_y = x.mean(axis=0), y.mean(axis=0)
     cov_x, cov_y = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
-    values, vectors = np.linalg.eigh(cov_x)
-    root_x = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    cross = np.linalg.eigvalsh(root_x @ cov_y @ root_x)
+    jitter = 1e-10 * max(float(np.trace(cov_x)) / len(cov_x), 1e-300)
+    factor = np.linalg.cholesky(cov_x + jitter * np.eye(len(cov_x)))
+    cross = np.linalg.eigvalsh(factor.T @ cov_y @ factor)
     trace = np.trace(cov_x) + np.trace(cov_y) - 2.0 * np.sqrt(np.clip(cross, 0, None)).sum()
     return float(((mean_x - mean_y) ** 2).sum() + max(trace, 0.0))
 
