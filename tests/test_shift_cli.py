@@ -114,3 +114,22 @@ def test_bad_encoders_are_clear_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(ValueError, match="not an m3leo-shift encoder"):
         resolve_encoder(str(tmp_path / "foreign.safetensors"))
+
+
+def test_hub_url_roots_give_the_local_table(built, tmp_path, local_hub):
+    from huggingface_hub import HfApi
+
+    from local_hub import TEST_TOKEN
+
+    api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
+    for region in ("conus", "europe"):
+        api.create_repo(f"m3leo/{region}", repo_type="dataset")
+        api.upload_folder(folder_path=str(built / region), repo_id=f"m3leo/{region}", repo_type="dataset")
+    urls = [f"{local_hub.url}/datasets/m3leo/{r}/resolve/main" for r in ("conus", "europe")]
+    options = ["--encoder", "test_shift_cli:mean_pool", *FAST]
+    assert main([*urls, "--out", str(tmp_path / "hub"), *options]) == 0
+    assert main([str(built / "conus"), str(built / "europe"), "--out", str(tmp_path / "local"), *options]) == 0
+    hub, _ = read_table(tmp_path / "hub" / "embeddings.parquet")
+    local, _ = read_table(tmp_path / "local" / "embeddings.parquet")
+    assert list(hub["chip_id"]) == list(local["chip_id"]) and set(hub["region"]) == {"conus", "europe"}
+    np.testing.assert_array_equal(hub["embedding"], local["embedding"])
