@@ -133,3 +133,16 @@ def test_hub_url_roots_give_the_local_table(built, tmp_path, local_hub):
     local, _ = read_table(tmp_path / "local" / "embeddings.parquet")
     assert list(hub["chip_id"]) == list(local["chip_id"]) and set(hub["region"]) == {"conus", "europe"}
     np.testing.assert_array_equal(hub["embedding"], local["embedding"])
+
+
+def test_a_region_without_terrain_layers_gets_nan_descriptors(sample_chips, tmp_path):
+    from shard_tools.build import build
+
+    shards = tmp_path / "shards"
+    build(sample_chips, shards, regions=["pakin"], modalities=["s1grd"], shard_size_mb=1)
+    module, _, _ = resolve_encoder("test_shift_cli:mean_pool")
+    normalizer = resolve_encoder(str(pretrain([shards / "pakin"], tmp_path / "mae", CONFIG,
+                                              PretrainOptions(epochs=1, batch_size=2))))[1]
+    table, _ = read_table(embed([shards / "pakin"], module, normalizer, tmp_path / "e.parquet", image_size=32))
+    assert set(table["chip_id"]) == available_s1grd(shards / "pakin")
+    assert np.isnan(table["terrain"]).all() and np.isfinite(table["embedding"]).all()

@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +32,6 @@ from m3leo_hf.shift import terrain
 from m3leo_hf.shift.checkpoint import load_encoder
 from m3leo_hf.shift.recipe import BANDS, MODALITY, Normalizer
 
-Embedder = Callable[[torch.Tensor], torch.Tensor]
 
 
 def resolve_encoder(spec: str) -> tuple[torch.nn.Module, Normalizer | None, str]:
@@ -98,9 +97,7 @@ def embed(roots: Sequence[str | os.PathLike], encoder: torch.nn.Module, normaliz
     encoder = encoder.to(device).eval()
     for root in roots:
         for split in splits:
-            data = stream(os.fspath(root), modalities=[MODALITY, *terrain.MODALITIES], split=split,
-                          batch_size=batch_size, shuffle=False, equalize="pad", drop_last=False, missing="mask",
-                          bands={MODALITY: BANDS}, normalize=False, spatial_size=image_size)
+            data = _stream(os.fspath(root), split, batch_size, image_size)
             region = data.regions[0].region
             part = parts / f"{region}-{split}-rank{rank}.parquet"
             if not part.exists():
@@ -108,7 +105,9 @@ def embed(roots: Sequence[str | os.PathLike], encoder: torch.nn.Module, normaliz
     if world > 1:
         dist.barrier()
     if rank == 0:
-        tables = [pq.read_table(p) for p in sorted(parts.glob("*.parquet"))]
+        tables = [t for t in (pq.read_table(p) for p in sorted(parts.glob("*.parquet"))) if t.num_rows]
+        if not tables:
+            raise ValueError(f"no chip with s1grd in splits {list(splits)} of {[os.fspath(r) for r in roots]}")
         table = pa.concat_tables(tables).sort_by([("region", "ascending"), ("split", "ascending"),
                                                   ("chip_id", "ascending")])
         info = {"encoder": "", **(metadata or {}), "normalizer": normalizer.state(), "image_size": image_size,
@@ -120,6 +119,19 @@ def embed(roots: Sequence[str | os.PathLike], encoder: torch.nn.Module, normaliz
     if world > 1:
         dist.barrier()
     return out
+
+
+def _stream(root: str, split: str, batch_size: int, image_size: int):
+    """Every chip of ``root``/``split`` in order (no shuffle, no drop; padded to equal ranks) with s1grd
+    and the terrain layers the region has (a region without any chip of a layer streams without it)."""
+    def make(modalities):
+        return stream(root, modalities=[MODALITY, *modalities], split=split, batch_size=batch_size, shuffle=False,
+                      equalize="pad", drop_last=False, missing="mask", bands={MODALITY: BANDS}, normalize=False,
+                      spatial_size=image_size)
+
+    data = make(terrain.MODALITIES)
+    present = [m for m in terrain.MODALITIES if data.regions[0].templates[m] is not None]
+    return data if len(present) == len(terrain.MODALITIES) else make(present)
 
 
 def _write_part(data, encoder: torch.nn.Module, normalizer: Normalizer, part: Path, region: str, split: str,

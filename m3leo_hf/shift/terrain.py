@@ -26,20 +26,22 @@ MODALITIES = ("esaworldcover", "srtmdem")
 
 def descriptors(batch: dict) -> np.ndarray:
     """(B, len(COLUMNS)) float64 descriptors of a streamed batch holding ``esaworldcover`` (labels)
-    and raw ``srtmdem`` (elevation uint16 with negatives wrapped, slope)."""
-    label = batch["esaworldcover"]["label"].reshape(len(batch["chip_id"]), -1)
-    out = np.full((len(label), len(COLUMNS)), np.nan)
-    valid = label != IGNORE_INDEX
-    counts = torch.stack([(label == c).sum(dim=1) for c in range(len(LANDCOVER))], dim=1).double()
-    have_cover = batch["esaworldcover_available"] & (valid.sum(dim=1) > 0)
-    fractions = counts / valid.sum(dim=1, keepdim=True).clamp(min=1)
-    out[have_cover.numpy(), : len(LANDCOVER)] = fractions[have_cover].numpy()
-    dem = batch["srtmdem"]
-    have_dem = batch["srtmdem_available"].numpy()
-    elevation = dem[:, 0].numpy().astype(np.uint16).view(np.int16).astype(np.float64)
-    slope = dem[:, 1].numpy().astype(np.float64)
-    out[have_dem, len(LANDCOVER)] = elevation[have_dem].reshape(have_dem.sum(), -1).mean(axis=1)
-    out[have_dem, len(LANDCOVER) + 1] = slope[have_dem].reshape(have_dem.sum(), -1).mean(axis=1)
+    and raw ``srtmdem`` (elevation uint16 with negatives wrapped, slope); a chip or batch without a
+    layer gets NaN for its columns."""
+    size = len(batch["chip_id"])
+    out = np.full((size, len(COLUMNS)), np.nan)
+    if "esaworldcover" in batch:
+        label = batch["esaworldcover"]["label"].reshape(size, -1)
+        valid = label != IGNORE_INDEX
+        counts = torch.stack([(label == c).sum(dim=1) for c in range(len(LANDCOVER))], dim=1).double()
+        have = (batch["esaworldcover_available"] & (valid.sum(dim=1) > 0)).numpy()
+        fractions = counts / valid.sum(dim=1, keepdim=True).clamp(min=1)
+        out[have, : len(LANDCOVER)] = fractions.numpy()[have]
+    if "srtmdem" in batch:
+        have = batch["srtmdem_available"].numpy()
+        dem = batch["srtmdem"].numpy()[have].reshape(int(have.sum()), 2, -1)
+        out[have, len(LANDCOVER)] = dem[:, 0].astype(np.uint16).view(np.int16).mean(axis=1)
+        out[have, len(LANDCOVER) + 1] = dem[:, 1].astype(np.float64).mean(axis=1)
     return out
 
 
