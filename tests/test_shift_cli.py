@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from m3leo_hf.shift import terrain
 from m3leo_hf.shift.checkpoint import load_checkpoint, load_encoder
 from m3leo_hf.shift.cli import main
 from m3leo_hf.shift.embed import embed, read_table, resolve_encoder
@@ -36,7 +37,7 @@ def available_s1grd(region_dir) -> set[str]:
 def test_cli_end_to_end(built, tmp_path, capsys):
     out = tmp_path / "shift-out"
     roots = [str(built / r) for r in REGIONS]
-    assert main([*roots, "--epochs", "1", "--out", str(out), *FAST]) == 0
+    assert main([*roots, "--epochs", "1", "--out", str(out), "--terrain-extra", *FAST]) == 0
     printed = capsys.readouterr().out
     assert "SYNTHETIC DATA" in printed and "not the M3LEO paper's result" in printed
 
@@ -51,7 +52,7 @@ def test_cli_end_to_end(built, tmp_path, capsys):
         for condition in ("strata", "nearest"):
             matching = pair[condition]["matching"]
             assert matching["matched_x"] == matching["matched_y"] == pair[condition]["n_a"]
-            assert set(matching["smd_before"]) == set(matching["smd_after"])
+            assert set(matching["smd_before"]) == set(matching["smd_after"]) == set(terrain.COLUMNS)
     markdown = (out / "shift.md").read_text()
     assert "SYNTHETIC DATA" in markdown and "| conus-europe | raw |" in markdown
 
@@ -71,6 +72,12 @@ def test_cli_end_to_end(built, tmp_path, capsys):
     assert table["embedding"].shape == (len(table["chip_id"]), CONFIG.width)
     assert np.isfinite(table["embedding"]).all() and info["normalizer"]["channels"] == list(CHANNELS)
     assert set(table["split"]) == {"train", "val", "test"}
+    descriptors = dict(zip(terrain.COLUMNS, table["terrain"].T))
+    fractions = table["terrain"][:, : len(terrain.LANDCOVER)]
+    assert np.allclose(fractions.sum(axis=1), 1) and (fractions >= 0).all()
+    assert ((descriptors["tree_cover_pct"] >= 0) & (descriptors["tree_cover_pct"] <= 100)).all()
+    assert (descriptors["built_up_m2"] >= 0).all() and (descriptors["slope_deg"] >= 0).all()
+    assert (-500 < descriptors["elevation_m"]).all() and (descriptors["elevation_m"] < 9000).all()
     with safe_open(str(out / "mae" / "encoder.safetensors"), framework="pt") as handle:
         assert json.loads(handle.metadata()["mae_config"])["image_size"] == 32
 

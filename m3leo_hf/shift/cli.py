@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     statistics.add_argument("--permutations", type=int, default=500)
     statistics.add_argument("--bootstraps", type=int, default=200)
     statistics.add_argument("--caliper", type=float, default=0.2, help="in SDs of the propensity logit")
+    statistics.add_argument("--terrain-extra", action="store_true",
+                            help="also match on MODIS tree cover and GHS built-up surface")
     statistics.add_argument("--strata", type=int, default=10, help="propensity-score quantile bins")
     return p
 
@@ -78,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     say = print if rank == 0 else (lambda *a, **k: None)
     say(notice(args.data), flush=True)
 
+    from m3leo_hf.shift import terrain
     from m3leo_hf.shift.compare import Settings, compare
     from m3leo_hf.shift.embed import embed, read_table, resolve_encoder
     from m3leo_hf.shift.mae import MAEConfig
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         table, _ = read_table(table_path)
         settings = Settings(seed=args.seed, max_chips=args.max_chips, permutations=args.permutations,
-                            bootstraps=args.bootstraps, caliper=args.caliper, strata_bins=args.strata)
+                            bootstraps=args.bootstraps, caliper=args.caliper, strata_bins=args.strata,
+                            terrain_columns=terrain.BASE + (terrain.EXTRA if args.terrain_extra else ()))
         results = compare(table, settings)
         provenance = {"data": args.data, "notice": notice(args.data), "roots": [os.fspath(r) for r in args.roots],
                       "encoder": description, "embeddings": os.fspath(table_path)}

@@ -125,9 +125,10 @@ def _stream(root: str, split: str, batch_size: int, image_size: int):
     """Every chip of ``root``/``split`` in order (no shuffle, no drop; padded to equal ranks) with s1grd
     and the terrain layers the region has (a region without any chip of a layer streams without it)."""
     def make(modalities):
+        sizes = {m: terrain.SIZES.get(m, image_size) for m in [MODALITY, *modalities]}
         return stream(root, modalities=[MODALITY, *modalities], split=split, batch_size=batch_size, shuffle=False,
-                      equalize="pad", drop_last=False, missing="mask", bands={MODALITY: BANDS}, normalize=False,
-                      spatial_size=image_size)
+                      equalize="pad", drop_last=False, missing="mask", normalize=False, spatial_size=sizes,
+                      bands={MODALITY: BANDS, **{m: b for m, b in terrain.BANDS.items() if m in modalities}})
 
     data = make(terrain.MODALITIES)
     present = [m for m in terrain.MODALITIES if data.regions[0].templates[m] is not None]

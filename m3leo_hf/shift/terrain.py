@@ -2,7 +2,8 @@
 
 Descriptors (one row per chip, NaN where a layer is missing): the fraction of each ESA WorldCover
 class among the chip's classified pixels (``wc_<class>``), and SRTM mean elevation (m) and mean slope
-(degrees). ``match_strata`` keeps, in every stratum (a quantile bin of the propensity score, the probability of a
+(degrees), optionally MODIS 2020 mean percent tree cover (water and fill left out) and mean GHS
+built-up surface (m² per ~100 m cell). ``match_strata`` keeps, in every stratum (a quantile bin of the propensity score, the probability of a
 chip's region given its descriptors), as many chips of each region as the smaller side has;
 ``match_nearest`` pairs chips 1:1, greedily and without replacement, on the propensity score within a caliper. ``balance`` gives the standardised mean differences before and after.
 """
@@ -20,14 +21,19 @@ from m3leo_hf.transforms import IGNORE_INDEX
 
 LANDCOVER = tuple("wc_" + name.replace(" and ", "_").replace("/", "_").replace(" ", "_").replace("-", "_")
                   for name in ESAWC_NAMES)
-COLUMNS = LANDCOVER + ("elevation_m", "slope_deg")
-MODALITIES = ("esaworldcover", "srtmdem")
+BASE = LANDCOVER + ("elevation_m", "slope_deg")
+EXTRA = ("tree_cover_pct", "built_up_m2")  # optional covariates: MODIS 2020 tree cover, GHS built-up surface
+COLUMNS = BASE + EXTRA
+MODALITIES = ("esaworldcover", "srtmdem", "modis", "ghsbuilts")
+BANDS = {"modis": ["Percent_Tree_Cover_2020"]}
+SIZES = {"ghsbuilts": 72}  # ~100 m grid (about 45 x 56 px): padded with its nodata, which is left out
+MODIS_WATER, MODIS_FILL, GHS_NODATA = 200, 253, 65535
 
 
 def descriptors(batch: dict) -> np.ndarray:
-    """(B, len(COLUMNS)) float64 descriptors of a streamed batch holding ``esaworldcover`` (labels)
-    and raw ``srtmdem`` (elevation uint16 with negatives wrapped, slope); a chip or batch without a
-    layer gets NaN for its columns."""
+    """(B, len(COLUMNS)) float64 descriptors of a streamed batch holding ``esaworldcover`` (labels),
+    raw ``srtmdem`` (elevation uint16 with negatives wrapped, slope), raw ``modis`` (``BANDS``) and raw
+    ``ghsbuilts``; a chip or batch without a layer gets NaN for its columns."""
     size = len(batch["chip_id"])
     out = np.full((size, len(COLUMNS)), np.nan)
     if "esaworldcover" in batch:
@@ -42,6 +48,15 @@ def descriptors(batch: dict) -> np.ndarray:
         dem = batch["srtmdem"].numpy()[have].reshape(int(have.sum()), 2, -1)
         out[have, len(LANDCOVER)] = dem[:, 0].astype(np.uint16).view(np.int16).mean(axis=1)
         out[have, len(LANDCOVER) + 1] = dem[:, 1].astype(np.float64).mean(axis=1)
+    for modality, column, invalid in (("modis", len(BASE), (MODIS_WATER, MODIS_FILL)),
+                                      ("ghsbuilts", len(BASE) + 1, (GHS_NODATA,))):
+        if modality in batch:
+            have = batch[f"{modality}_available"].numpy()
+            values = batch[modality].numpy().reshape(size, -1).astype(np.float64)
+            valid = ~np.isin(values, invalid)
+            count = valid.sum(axis=1)
+            mean = np.divide(np.where(valid, values, 0).sum(axis=1), count, out=np.full(size, np.nan), where=count > 0)
+            out[have, column] = mean[have]
     return out
 
 
@@ -71,7 +86,7 @@ def complete(covariates: np.ndarray) -> np.ndarray:
     return np.isfinite(covariates).all(axis=1)
 
 
-def standardised_mean_differences(x: np.ndarray, y: np.ndarray, names=COLUMNS) -> dict[str, float]:
+def standardised_mean_differences(x: np.ndarray, y: np.ndarray, names=BASE) -> dict[str, float]:
     """``(mean_x - mean_y) / sqrt((var_x + var_y) / 2)`` per column (0 where both are constant and equal)."""
     if not len(x) or not len(y):
         return {name: float("nan") for name in names}
@@ -81,7 +96,8 @@ def standardised_mean_differences(x: np.ndarray, y: np.ndarray, names=COLUMNS) -
     return {name: float(v) for name, v in zip(names, smd)}
 
 
-def match_strata(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, bins: int = 10) -> Matching:
+def match_strata(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, bins: int = 10,
+                 names: tuple[str, ...] = BASE) -> Matching:
     """Subclassification on the propensity score: strata are ``bins`` quantile bins of the pooled
     propensity logit; in each stratum both regions keep ``min(count_x, count_y)`` random chips."""
     logit = propensity_logit(x, y)
@@ -97,7 +113,7 @@ def match_strata(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, bins: i
     ix = np.sort(np.concatenate(keep_x)) if keep_x else np.zeros(0, int)
     iy = np.sort(np.concatenate(keep_y)) if keep_y else np.zeros(0, int)
     return Matching(f"strata ({bins} propensity-score quantile bins)", ix, iy,
-                    standardised_mean_differences(x, y), standardised_mean_differences(x[ix], y[iy]))
+                    standardised_mean_differences(x, y, names), standardised_mean_differences(x[ix], y[iy], names))
 
 
 def propensity_logit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -108,7 +124,8 @@ def propensity_logit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return probe_scores(fit_linear_probe(pooled, labels), pooled)
 
 
-def match_nearest(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, caliper: float = 0.2) -> Matching:
+def match_nearest(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, caliper: float = 0.2,
+                  names: tuple[str, ...] = BASE) -> Matching:
     """1:1 nearest-neighbour matching without replacement on the propensity score (its logit), with a
     caliper of ``caliper`` standard deviations of the logit (Austin 2011: 0.2). Chips of ``x`` are
     taken in random order, each paired with its nearest unused chip of ``y`` if within the caliper."""
@@ -126,7 +143,7 @@ def match_nearest(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, calipe
     ix = np.array([p[0] for p in pairs], dtype=int)
     iy = np.array([p[1] for p in pairs], dtype=int)
     return Matching(f"nearest propensity (caliper {caliper} SD of the logit)", ix, iy,
-                    standardised_mean_differences(x, y), standardised_mean_differences(x[ix], y[iy]))
+                    standardised_mean_differences(x, y, names), standardised_mean_differences(x[ix], y[iy], names))
 
 
 MATCHINGS = {"strata": match_strata, "nearest": match_nearest}
