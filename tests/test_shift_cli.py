@@ -153,3 +153,31 @@ def test_a_region_without_terrain_layers_gets_nan_descriptors(sample_chips, tmp_
     table, _ = read_table(embed([shards / "pakin"], module, normalizer, tmp_path / "e.parquet", image_size=32))
     assert set(table["chip_id"]) == available_s1grd(shards / "pakin")
     assert np.isnan(table["terrain"]).all() and np.isfinite(table["embedding"]).all()
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(built, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    roots = [str(built / r) for r in REGIONS]
+    options = PretrainOptions(epochs=3, batch_size=2, checkpoint_every=1)
+    code = ("import sys; from m3leo_hf.shift.pretrain import PretrainOptions, pretrain; "
+            "from m3leo_hf.shift.mae import MAEConfig; "
+            f"pretrain({roots!r}, sys.argv[1], MAEConfig.preset('tiny', image_size=32), "
+            "PretrainOptions(epochs=3, batch_size=2, checkpoint_every=1))")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "killed")], env=os.environ.copy())
+    trainer = tmp_path / "killed" / "checkpoint" / "trainer.pt"
+    deadline = time.monotonic() + 120
+    while not trainer.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    state = load_checkpoint(tmp_path / "killed" / "checkpoint")[2]["loader"]
+    assert state["batches"] > 0 and state["epoch"] < 3  # killed inside an epoch
+    resumed = load_encoder(pretrain(roots, tmp_path / "killed", CONFIG, options))[0]
+    straight = load_encoder(pretrain(roots, tmp_path / "straight", CONFIG, options))[0]
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
