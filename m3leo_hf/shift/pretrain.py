@@ -116,7 +116,11 @@ def pretrain(roots: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     if len(loader) == 0:
         raise ValueError(f"no training batch of {options.batch_size} chips with s1grd on rank {rank} of {world} "
                          f"in {roots}; lower --batch-size")
-    trained = model if world == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    if world == 1:
+        trained = model
+    else:
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def checkpoint() -> None:
         if rank == 0:
