@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_limits
 
 from m3leo_hf.shift import stats, terrain
 
 ALPHA = 0.05
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small matrices: BLAS and torch threads only contend on a shared machine (4x slower at load 10)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(threads)
 
 
 def test_permutation_test_has_its_nominal_level_without_shift():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
+import unicodedata
 from typing import Sequence
 
 import numpy as np
@@ -24,15 +25,21 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def _header(draw: ImageDraw.ImageDraw, width: int, title: str, subtitle: str) -> int:
     """Title and wrapped subtitle at the top; returns the height they take."""
-    draw.text((12, 10), title.replace("²", "^2"), fill=BLACK, font=_font(20))  # the default font has no ²
-    lines = textwrap.wrap(subtitle, max(20, (width - 24) // 7))
+    draw.text((12, 10), printable(title), fill=BLACK, font=_font(20))
+    lines = textwrap.wrap(printable(subtitle), max(20, (width - 24) // 7))
     for k, line in enumerate(lines):
         draw.text((12, 40 + 17 * k), line, fill=(90, 90, 90), font=_font(13))
     return 40 + 17 * len(lines) + 10
 
 
+def printable(text: str) -> str:
+    """``text`` in the glyphs of pillow's default font (ASCII): ``²`` -> ``^2``, accents dropped."""
+    decomposed = unicodedata.normalize("NFKD", text.replace("²", "^2"))
+    return "".join(c for c in decomposed if c.isascii())
+
+
 def _title_width(title: str) -> int:
-    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title.replace("²", "^2"), font=_font(20))) + 24
+    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(printable(title), font=_font(20))) + 24
 
 
 def colour(fraction: float) -> tuple[int, int, int]:
@@ -69,8 +76,9 @@ def heatmap(path: str | os.PathLike, regions: Sequence[str], values: np.ndarray,
             draw.multiline_text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), text, fill=ink, font=small,
                                 anchor="mm", align="center")
     for k, region in enumerate(regions):
-        draw.text((left - 10, top + k * cell + cell / 2), region, fill=BLACK, font=font, anchor="rm")
-        draw.text((left + k * cell + cell / 2, top + n * cell + 8), region, fill=BLACK, font=font, anchor="ma")
+        draw.text((left - 10, top + k * cell + cell / 2), printable(region), fill=BLACK, font=font, anchor="rm")
+        draw.text((left + k * cell + cell / 2, top + n * cell + 8), printable(region), fill=BLACK, font=font,
+                  anchor="ma")
     x0 = left + n * cell + 20
     for step in range(n * cell):  # colour bar, high at the top
         draw.line([(x0, top + step), (x0 + 18, top + step)], fill=colour(1 - step / max(n * cell - 1, 1)))
@@ -107,5 +115,5 @@ def scatter(path: str | os.PathLike, points: np.ndarray, groups: Sequence[str], 
         y = top + 10 + 26 * k
         draw.ellipse((margin + size + 20, y, margin + size + 34, y + 14), fill=PALETTE[k % len(PALETTE)])
         count = sum(1 for g in groups if g == name)
-        draw.text((margin + size + 42, y + 7), f"{name} ({count})", fill=BLACK, font=font, anchor="lm")
+        draw.text((margin + size + 42, y + 7), printable(f"{name} ({count})"), fill=BLACK, font=font, anchor="lm")
     image.save(path)
