@@ -104,11 +104,11 @@ def scatter(path: str | os.PathLike, points: np.ndarray, groups: Sequence[str], 
         span = np.where(high > low, high - low, 1.0)
         scaled = (points - low) / span * (size - 20) + 10
         radius = 5 if len(points) < 500 else 3 if len(points) < 5000 else 1
-        group_array = np.asarray(groups)
-        for k, name in enumerate(names):
-            for px, py in scaled[group_array == name]:
-                x, y = margin + px, top + size - py
-                draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=PALETTE[k % len(PALETTE)])
+        index = {name: k for k, name in enumerate(names)}
+        for i in np.random.default_rng(0).permutation(len(points)):  # interleaved: no region hides another
+            x, y = margin + scaled[i, 0], top + size - scaled[i, 1]
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius),
+                         fill=PALETTE[index[groups[i]] % len(PALETTE)])
     draw.text((margin + size / 2, top + size + 10), axes[0], fill=BLACK, font=font, anchor="ma")
     draw.text((margin - 8, top + size / 2), axes[1], fill=BLACK, font=font, anchor="rm")
     for k, name in enumerate(names):
