@@ -164,7 +164,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(built, tmp_path):
 
     roots = [str(built / r) for r in REGIONS]
     options = PretrainOptions(epochs=3, batch_size=2, checkpoint_every=1)
-    code = ("import sys; from m3leo_hf.shift.pretrain import PretrainOptions, pretrain; "
+    # the same intra-op thread count as here: float reductions, hence the weights, depend on it
+    code = (f"import sys, torch; torch.set_num_threads({torch.get_num_threads()}); "
+            "from m3leo_hf.shift.pretrain import PretrainOptions, pretrain; "
             "from m3leo_hf.shift.mae import MAEConfig; "
             f"pretrain({roots!r}, sys.argv[1], MAEConfig.preset('tiny', image_size=32), "
             "PretrainOptions(epochs=3, batch_size=2, checkpoint_every=1))")

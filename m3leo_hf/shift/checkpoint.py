@@ -49,6 +49,8 @@ def save_checkpoint(folder: str | os.PathLike, model: MaskedAutoencoder, normali
                     trainer: dict) -> None:
     folder = Path(folder)
     fresh, old = folder.with_name(folder.name + ".new"), folder.with_name(folder.name + ".old")
+    if old.exists() and not folder.exists():  # an interrupted swap: the previous checkpoint is the latest
+        old.rename(folder)
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir(parents=True)
     save_encoder(fresh / "model.safetensors", model, normalizer)

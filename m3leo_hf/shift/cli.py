@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print("m3leo-shift: give at least two region roots", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if created:  # started by torchrun
         dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
         if args.device.startswith("cuda"):
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(written) - 2} PNGs) in {time.perf_counter() - started:.0f} s")
     if dist.is_initialized():
         dist.barrier()
+    if created:
         dist.destroy_process_group()
     return 0
 

@@ -129,9 +129,9 @@ def pretrain(roots: Sequence[str | os.PathLike], out: str | os.PathLike, config:
         if world > 1:
             dist.barrier()
 
+    generator = torch.Generator()
     while loader.epoch < options.epochs:
         epoch = loader.epoch
-        generator = torch.Generator().manual_seed(options.seed * 1_000_003 + epoch)
         progress = tqdm(total=len(loader), initial=loader.batches, desc=f"MAE epoch {epoch + 1}/{options.epochs}",
                         unit="batch", disable=rank != 0)
         for batch in loader:
