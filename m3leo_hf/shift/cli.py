@@ -9,7 +9,6 @@ rank 0). Rerunning with the same ``--out`` resumes: the pretraining checkpoint a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,8 @@ SYNTHETIC = "synthetic"
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="m3leo-shift", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("roots", nargs="+", help="built region roots: local folders, https://.../resolve/main, hf://datasets/...")
+    p.add_argument("roots", nargs="+",
+                   help="built region roots: local folders, https://.../resolve/main, hf://datasets/...")
     p.add_argument("--out", type=Path, default=Path("shift-out"))
     p.add_argument("--data", default=SYNTHETIC,
                    help="what the shards are, printed with every number: 'synthetic' (default: the embedded "

@@ -119,8 +119,10 @@ def pretrain(roots: Sequence[str | os.PathLike], out: str | os.PathLike, config:
     if world == 1:
         trained = model
     else:
-        ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        index = device.index
+        if index is None and device.type == "cuda":
+            index = torch.cuda.current_device()
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if index is None else [index])
 
     def checkpoint() -> None:
         if rank == 0:

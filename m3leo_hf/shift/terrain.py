@@ -1,11 +1,14 @@
 """Terrain descriptors of chips from our label layers, and matching chips of two regions on them.
 
 Descriptors (one row per chip, NaN where a layer is missing): the fraction of each ESA WorldCover
-class among the chip's classified pixels (``wc_<class>``), and SRTM mean elevation (m) and mean slope
+class among the chip's classified pixels (``wc_<class>``), SRTM mean elevation (m) and mean slope
 (degrees), optionally MODIS 2020 mean percent tree cover (water and fill left out) and mean GHS
-built-up surface (m² per ~100 m cell). ``match_strata`` keeps, in every stratum (a quantile bin of the propensity score, the probability of a
-chip's region given its descriptors), as many chips of each region as the smaller side has;
-``match_nearest`` pairs chips 1:1, greedily and without replacement, on the propensity score within a caliper. ``balance`` gives the standardised mean differences before and after.
+built-up surface (m² per ~100 m cell).
+
+``match_strata`` keeps, in every stratum (a quantile bin of the propensity score, the probability of
+a chip's region given its descriptors), as many chips of each region as the smaller side has;
+``match_nearest`` pairs chips 1:1, greedily and without replacement, on the propensity score within
+a caliper. ``standardised_mean_differences`` measures the covariate balance before and after.
 """
 
 from __future__ import annotations
