@@ -87,3 +87,4 @@ def largest_nominal_mb() -> float:
 
 
 ESAWC_CODES = get_modality("esaworldcover").class_codes
+ESAWC_NAMES = get_modality("esaworldcover").class_names

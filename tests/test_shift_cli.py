@@ -18,6 +18,7 @@ from m3leo_hf.shift.embed import embed, read_table, resolve_encoder
 from m3leo_hf.shift.mae import MAEConfig
 from m3leo_hf.shift.pretrain import PretrainOptions, pretrain
 from m3leo_hf.shift.recipe import CHANNELS
+from tests.conftest import CHIPS_PER_SHARD
 
 REGIONS = ("conus", "europe", "pakin")
 FAST = ["--image-size", "32", "--batch-size", "2", "--permutations", "50", "--bootstraps", "20"]
@@ -30,7 +31,7 @@ def mean_pool() -> torch.nn.Module:
 
 
 def available_s1grd(region_dir) -> set[str]:
-    table = pq.read_table(region_dir / "metadata" / "s1grd.parquet", columns=["chip_id", "available"])
+    table = pq.read_table(region_dir / "metadata" / "s1grd-2020.parquet", columns=["chip_id", "available"])
     return {c for c, a in zip(table["chip_id"].to_pylist(), table["available"].to_pylist()) if a}
 
 
@@ -146,7 +147,7 @@ def test_a_region_without_terrain_layers_gets_nan_descriptors(sample_chips, tmp_
     from shard_tools.build import build
 
     shards = tmp_path / "shards"
-    build(sample_chips, shards, regions=["pakin"], modalities=["s1grd"], shard_size_mb=1)
+    build(sample_chips, shards, regions=["pakin"], modalities=["s1grd"], chips_per_shard=CHIPS_PER_SHARD)
     module, _, _ = resolve_encoder("test_shift_cli:mean_pool")
     normalizer = resolve_encoder(str(pretrain([shards / "pakin"], tmp_path / "mae", CONFIG,
                                               PretrainOptions(epochs=1, batch_size=2))))[1]
