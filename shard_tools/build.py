@@ -17,6 +17,7 @@ from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, 
 from shard_tools.lock import BuildLock
 from shard_tools.metadata import write_region_metadata
 from shard_tools.plan import PlannedShard, plan_region
+from shard_tools.progress import SILENT, Progress
 from shard_tools.stats import empty_stats, merge
 from shard_tools.tarwriter import DeterministicTarWriter, atomic_write_bytes, json_bytes
 
@@ -71,7 +72,7 @@ def build(
     shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> BuildReport:
     """Build every requested region and modality found under ``chips_dir`` into ``out_dir``.
 
@@ -102,24 +103,24 @@ def build_inventories(
     shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> BuildReport:
     """Shard already-scanned regions (from a chip tree or a release): the shared back end of build/convert."""
     for name in modalities or ():
         get_modality(name)
     runner = as_executor(executor, workers)
     report = BuildReport()
-    say = progress or (lambda message: None)
+    progress = progress or SILENT
     with task_runner(runner) as run:
         for inventory in inventories:
             region_dir = Path(out_dir) / inventory.region
             with BuildLock(region_dir / ".build" / "lock"):
-                _build_region(inventory, region_dir, modalities, shard_size_mb, run, report, say)
+                _build_region(inventory, region_dir, modalities, shard_size_mb, run, report, progress)
     return report
 
 
 def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequence[str] | None,
-                  shard_size_mb: float, run: Callable, report: BuildReport, say: Callable[[str], None]) -> None:
+                  shard_size_mb: float, run: Callable, report: BuildReport, progress: Progress) -> None:
     selected = [m for m in inventory.modalities if not modalities or m in modalities]
     plan = plan_region(inventory, shard_size_mb)
     tasks = {m: [ShardTask(str(region_dir), inventory.region, m, shard,
@@ -130,11 +131,13 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
         _remove_leftovers(region_dir / modality, {s.filename for s in plan})
     pending = [task for m in selected for task in tasks[m] if not _is_done(task)]
     report.reused += sum(len(tasks[m]) for m in selected) - len(pending)
-    say(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
-        f"per modality, {len(pending)} to write")
+    progress.note(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
+                  f"per modality, {len(pending)} to write")
+    progress.start(f"build {inventory.region}", len(pending), sum(_source_bytes(t) for t in pending), "shards")
     for task in run(write_shard, pending):
         report.written += 1
-        say(f"  wrote {task.modality}/{task.shard.filename}")
+        progress.advance(1, _source_bytes(task))
+    progress.close()
     records = {m: [_record(task) for task in tasks[m]] for m in inventory.modalities
                if all(_is_done(task) for task in tasks[m])}
     write_region_metadata(inventory, region_dir, records, selected)
@@ -146,6 +149,10 @@ def _build_region(inventory: RegionInventory, region_dir: Path, modalities: Sequ
             report.bytes_in += sum(s.size for s in task.sources)
             report.bytes_out += record["size"]
             report.problems += record["problems"]
+
+
+def _source_bytes(task: ShardTask) -> int:
+    return sum(s.size or 0 for s in task.sources)
 
 
 def _record(task: ShardTask) -> dict:

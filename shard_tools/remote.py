@@ -15,7 +15,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
@@ -24,6 +24,7 @@ from builders.registry import MODALITIES
 from shard_tools.build import DEFAULT_SHARD_SIZE_MB, BuildReport, ShardTask, build_inventories, scan_regions
 from shard_tools.executors import Executor, as_executor
 from shard_tools.objectstore import ObjectLock, exclusive_create_problem, protocols, put_atomic
+from shard_tools.progress import Progress
 from shard_tools.tarwriter import atomic_write_bytes
 
 LOCK = ".build/lock"
@@ -40,7 +41,7 @@ def build_to_url(
     shard_size_mb: float = DEFAULT_SHARD_SIZE_MB,
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> BuildReport:
     """``build`` with the output at ``out_url``; the bytes there equal those of a local build.
 

@@ -42,7 +42,7 @@ def regions(built, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name in ("conus", "europe"):
         shutil.copytree(built / name, root / name, ignore=shutil.ignore_patterns(".build"))
-        write_card(root / name, repo_id=REPO_ID if name == "conus" else None)
+        write_card(root / name, repo_id=REPO_ID if name == "conus" else None, license="cc-by-4.0")
         out[name] = root / name
     return out
 
@@ -129,11 +129,11 @@ def test_card_body_explains_modalities_splits_stats_and_loading(regions):
 
 def test_card_is_deterministic_and_independent_of_location(regions, tmp_path):
     region = regions["europe"]
-    before = {p: (region / p).read_bytes() for p in ("README.md", "croissant.json")}
+    before = {p: (region / p).read_bytes() for p in ("README.md", "croissant.json", "quicklooks/s1grd.png")}
     copy = tmp_path / "europe"
     shutil.copytree(region, copy)
-    assert write_card(region) == [region / "README.md", region / "croissant.json"]
-    write_card(copy)
+    assert write_card(region, license="cc-by-4.0") == [region / "README.md", region / "croissant.json"]
+    write_card(copy, license="cc-by-4.0")
     for name, data in before.items():
         assert (region / name).read_bytes() == data == (copy / name).read_bytes()
 
@@ -379,7 +379,7 @@ def test_load_from_a_hub_repo_id(regions, local_hub: LocalHub, tmp_path):
         shutil.rmtree(region / modality)
         for suffix in (".parquet", ".shards.json", ".stats.json"):
             (region / "metadata" / f"{modality}{suffix}").unlink()
-    write_card(region, repo_id="m3leo/conus")
+    write_card(region, repo_id="m3leo/conus", license="cc-by-4.0")
     publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
     done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "m3leo/conus"], env=local_hub.client_env(tmp_path),
                           capture_output=True, text=True, timeout=120)

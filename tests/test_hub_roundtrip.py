@@ -54,7 +54,7 @@ def test_every_modality_loads_through_the_endpoint_after_publish(built, sample_c
                                                                 tmp_path: Path):
     region = tmp_path / "conus"
     shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
-    write_card(region, repo_id=REPO_ID)
+    write_card(region, repo_id=REPO_ID, license="cc-by-4.0")
     publish(region, REPO_ID, endpoint=local_hub.url, token=TEST_TOKEN)
 
     done = subprocess.run([sys.executable, "-c", LOAD_EVERY_MODALITY, REPO_ID, json.dumps(list(SPLITS.values()))],
