@@ -64,7 +64,7 @@ def render_card(summary: RegionSummary, repo_id: str, license: str | None = None
     body = _environment().get_template("card.md.j2").render(
         s=summary, repo=repo_id, hf_splits=HF_SPLITS, citation=Markup(CITATION), paper=PAPER,
         license=license, products=source_products(modalities), quicklooks=quicklooks or {},
-        supported_datasets=SUPPORTED_DATASETS, example=_example_modality(summary), column=column)
+        supported_datasets=Markup(f"`datasets{SUPPORTED_DATASETS}`"), example=_example_modality(summary), column=column)
     body = BLANK_RUNS.sub("\n\n", body).strip()
     return f"---\n{front}---\n\n{body}\n"
 

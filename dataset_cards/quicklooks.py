@@ -30,7 +30,7 @@ MAP_WIDTH, MARGIN = 640, 40
 
 def write_quicklooks(region_dir: str | Path, modalities: list[str]) -> dict[str, str]:
     """Render the PNGs into ``<region>/quicklooks/``; return ``{name: path relative to the region}``
-    (``footprints`` and each modality with at least one available chip)."""
+    (``footprints`` and each modality with at least one available chip); other PNGs there are removed."""
     root = Path(region_dir)
     written = {"footprints": _save(root, "footprints", footprint_map(root))}
     chosen = _chosen_chips(root, modalities)
@@ -39,6 +39,8 @@ def write_quicklooks(region_dir: str | Path, modalities: list[str]) -> dict[str,
                  _read_chips(root, modality, chosen)]
         if tiles:
             written[modality] = _save(root, modality, grid(tiles, columns=len(tiles)))
+    for stale in set((root / FOLDER).glob("*.png")) - {root / path for path in written.values()}:
+        stale.unlink()  # a modality the region no longer has
     return written
 
 

@@ -1,6 +1,6 @@
 """Pictures of chips: each modality rendered as an RGB image a person can read, and ``plot(sample)``.
 
-* ``s2rgbm``: true colour of the month with the most valid pixels;
+* ``s2rgbm``: true colour of the month with the most valid pixels (then the most contrast);
 * ``s1grd``: VV / VH / VV−VH false colour of the first season and orbit (dB, read as int16);
 * ``esaworldcover``: the ESA WorldCover class palette (codes, or class indices once labelled);
 * ``srtmdem``: hillshade of the elevation band, tinted by height;
@@ -102,7 +102,8 @@ def resize(array: np.ndarray, size: int = TILE) -> np.ndarray:
 def _true_colour(array: np.ndarray, nodata) -> np.ndarray:
     months = array[: array.shape[0] // 3 * 3].reshape(-1, 3, *array.shape[1:])
     valid = [np.all(_valid(m, nodata), axis=0) for m in months]
-    best = int(np.argmax([v.mean() for v in valid]))
+    scores = [(v.mean(), float(m[:, v].std()) if v.any() else 0.0) for m, v in zip(months, valid)]
+    best = max(range(len(months)), key=scores.__getitem__)  # most valid pixels, then most contrast
     return _stack(months[best].astype(np.float64), valid[best])
 
 

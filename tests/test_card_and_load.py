@@ -375,7 +375,7 @@ def test_load_from_a_hub_repo_id(regions, local_hub: LocalHub, tmp_path):
     """The published repo (card included) loads by repo id; stats come through hf_hub_download."""
     region = tmp_path / "conus"
     shutil.copytree(regions["conus"], region)
-    for modality in {p.name for p in region.iterdir() if p.is_dir()} - {"s1grd", "esaworldcover", "metadata"}:
+    for modality in {p.name for p in region.iterdir() if p.is_dir()} - {"s1grd", "esaworldcover", "metadata", "quicklooks"}:
         shutil.rmtree(region / modality)
         for suffix in (".parquet", ".shards.json", ".stats.json"):
             (region / "metadata" / f"{modality}{suffix}").unlink()

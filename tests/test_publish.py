@@ -242,7 +242,9 @@ def test_publishes_a_built_region_with_default_verify(built: Path, local_hub: Lo
     report = publish(region_dir, REPO, endpoint=local_hub.url, token=TEST_TOKEN, max_files_per_commit=50)
 
     assert remote_sha256(local_hub) == local_sha256(region_dir)
-    assert report.commits == -(-len(report.uploaded) // 50) and not any(".build" in p for p in report.uploaded)
+    data_files = len(report.uploaded) - 1  # the card goes in a last commit of its own
+    assert report.uploaded[-1] == "README.md" and report.commits == -(-data_files // 50) + 1
+    assert not any(".build" in p for p in report.uploaded)
 
 
 def test_stale_shards_of_an_earlier_build_are_deleted_with_the_card(region: Path, local_hub: LocalHub) -> None:
