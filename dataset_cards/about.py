@@ -21,7 +21,7 @@ LICENSE_URLS = {
 CARD_FRONT = re.compile(r"\A---\n(.*?)\n---\n", re.S)
 LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
 # The datasets versions the cards are tested with (CI: make test-datasets-oldest and the newest).
-SUPPORTED_DATASETS = ">=4.8.3,<6"
+SUPPORTED_DATASETS = ">=5.1,<6"
 PAPER = "https://arxiv.org/abs/2406.04230"
 CITATION = """@inproceedings{allen2024m3leo,
   title     = {{M3LEO}: A Multi-Modal, Multi-Label Earth Observation Dataset Integrating Interferometric {SAR} and Multispectral Data},

@@ -34,6 +34,8 @@ from shard_tools.publish import publish
 
 REPO_ID = "M3LEO-test/conus"
 
+pytestmark = pytest.mark.datasets  # run on the oldest supported datasets too (make test-datasets-oldest)
+
 
 @pytest.fixture(scope="module")
 def regions(built, tmp_path_factory) -> dict[str, Path]:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from local_hub import TEST_TOKEN, LocalHub
 
 from builders import get_modality, read_chip
@@ -19,6 +20,7 @@ from shard_tools.inventory import find_regions, scan_region
 from shard_tools.publish import publish
 
 REPO_ID = "M3LEO-test/conus"
+pytestmark = pytest.mark.datasets  # run on the oldest supported datasets too (make test-datasets-oldest)
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 LOAD_EVERY_MODALITY = """

@@ -208,6 +208,7 @@ def test_publish_to_branch_leaves_main_alone(region: Path, local_hub: LocalHub) 
     assert remote_sha256(local_hub, "main") == {}
 
 
+@pytest.mark.datasets
 def test_load_dataset_reads_published_repo(local_hub: LocalHub, tmp_path: Path) -> None:
     train = build_region(tmp_path / "region")["train"]
     run_publish(tmp_path / "region", local_hub)
@@ -236,6 +237,7 @@ def carded_copy(region_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.datasets
 def test_publishes_a_built_region_with_default_verify(built: Path, local_hub: LocalHub, tmp_path: Path) -> None:
     region_dir = carded_copy(sorted(p for p in built.iterdir() if p.is_dir())[0], tmp_path)  # real builder
 
@@ -280,6 +282,7 @@ def test_publish_refuses_a_region_without_a_declared_licence(region: Path, local
     assert run_publish(region, local_hub, license="cc-by-4.0").commits
 
 
+@pytest.mark.datasets
 def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, local_hub: LocalHub, capsys,
                                                      tmp_path: Path) -> None:
     from shard_tools.cli import main as cli
