@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     for region_dir in sorted(p for p in shards.iterdir() if p.is_dir()):
         problems = verify_region(region_dir)
         write_card(region_dir)
-        print(f"   {region_dir.name}: verify {'OK' if not problems else problems}; README.md + croissant.json")
+        print(f"   {region_dir.name}: verify {'OK' if not problems else problems}; README.md (licence: not set) + "
+              f"croissant.json + quicklooks/*.png")
         if problems:
             return 1
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {modality}: key {row['__key__']}, available {row['json']['available']}, {shapes}")
 
     step("5. m3leo_hf.stream: s1grd + esaworldcover joined by chip id, normalised, 2 DataLoader workers")
-    from m3leo_hf import StatefulLoader, stream
+    from m3leo_hf import StatefulLoader, plot, stream
 
     dataset = stream([shards / r for r in ("conus", "europe", "pakin")], modalities=["s1grd", "esaworldcover"],
                      split="train", batch_size=4, normalize=True, spatial_size=args.pixels, seed=0)
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             label = batch["esaworldcover"]["label"]
             print(f"   first batch: s1grd {tuple(batch['s1grd'].shape)} {batch['s1grd'].dtype}, "
                   f"mean {batch['s1grd'].mean():.3f}, label {tuple(label.shape)} {label.dtype}")
+            picture = plot(batch, args.out / "sample.png")
+            print(f"   m3leo_hf.plot(first sample) -> {args.out / 'sample.png'} ({picture.width}x{picture.height})")
     print(f"   {batches} batches, {samples} samples in {time.perf_counter() - started:.1f} s")
     step(f"done: shards and cards under {shards}")
     return 0
