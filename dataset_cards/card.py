@@ -35,8 +35,6 @@ TAGS = ["earth-observation", "remote-sensing", "satellite-imagery", "geospatial"
         "sar", "insar", "multimodal", "webdataset"]
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
-
-
 PLAIN = re.compile(r"[\w .,:;/+=()%°–-]*")  # rendered as is; anything else is entity-escaped
 ESCAPED = {c: f"&#{ord(c)};" for c in "&<>|`*_[]\\#~!{}\"'$^@"}
 LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]\s*")
@@ -64,7 +62,8 @@ def render_card(summary: RegionSummary, repo_id: str, license: str | None = None
     body = _environment().get_template("card.md.j2").render(
         s=summary, repo=repo_id, hf_splits=HF_SPLITS, citation=Markup(CITATION), paper=PAPER,
         license=license, products=source_products(modalities), quicklooks=quicklooks or {},
-        supported_datasets=Markup(f"`datasets{SUPPORTED_DATASETS}`"), example=_example_modality(summary), column=column)
+        supported_datasets=Markup(f"`datasets{SUPPORTED_DATASETS}`"), example=_example_modality(summary),
+        column=column)
     body = BLANK_RUNS.sub("\n\n", body).strip()
     return f"---\n{front}---\n\n{body}\n"
 
@@ -111,8 +110,7 @@ def _example_modality(summary: RegionSummary) -> ModalitySummary:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    env.filters.update(mb=_mb, num=_num, shape=_shape, code=code, text=md_text, ident=_ident, dates=_dates,
-                       zip=zip)
+    env.filters.update(mb=_mb, num=_num, shape=_shape, code=code, ident=_ident, dates=_dates, zip=zip)
     env.finalize = lambda value: value if isinstance(value, Markup) else md_text(value)
     return env
 

@@ -5,6 +5,7 @@
 * ``esaworldcover``: the ESA WorldCover class palette (codes, or class indices once labelled);
 * ``srtmdem``: hillshade of the elevation band, tinted by height;
 * ``gunw``: interferometric phase of the first date pair, wrapped to [−π, π) on a cyclic colour map;
+* ``modis``: percent tree cover of the first year, 0–100 % from white to green, water (200) blue;
 * anything else: the first band on a perceptual colour map.
 
 No-data and NaN pixels are black. Every stretch is per image (2nd–98th percentile of valid pixels).
@@ -25,6 +26,8 @@ WORLDCOVER_COLOURS = {10: "#006400", 20: "#ffbb22", 30: "#ffff4c", 40: "#f096ff"
                       70: "#f0f0f0", 80: "#0064c8", 90: "#0096a0", 95: "#00cf75", 100: "#fae6a0"}
 VIRIDIS = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
 TERRAIN = ("#2c7bb6", "#a6d96a", "#ffffbf", "#d7a05b", "#ffffff")
+GREENS = ("#f7fcf5", "#a1d99b", "#41ab5d", "#006d2c", "#00441b")
+WATER = "#0064c8"
 CYCLIC = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff", "#ff00ff", "#ff0000")
 TILE = 128
 
@@ -48,6 +51,8 @@ def render(modality: str, fields: Mapping[str, np.ndarray], band_names: Sequence
         return _sar(array, names, nodata)
     if modality == "srtmdem":
         return _hillshade(_signed(array[0]), nodata)
+    if modality == "modis" and array.dtype == np.uint8:
+        return _tree_cover(array[0])
     plane = array[0].astype(np.float64)
     return _colour_map(plane, _valid(array[0], nodata), VIRIDIS)
 
@@ -131,6 +136,14 @@ def _phase(phase: np.ndarray) -> np.ndarray:
     valid = np.isfinite(phase)
     wrapped = np.angle(np.exp(1j * np.where(valid, phase, 0)))  # [-pi, pi]
     return _lut((wrapped + np.pi) / (2 * np.pi), valid, CYCLIC)
+
+
+def _tree_cover(percent: np.ndarray) -> np.ndarray:
+    """MOD44B percent tree cover on a fixed 0-100 % scale; 200 (water) blue, other codes (fill) black."""
+    cover = percent <= 100
+    rgb = _lut(percent / 100.0, cover, GREENS)
+    rgb[percent == 200] = _rgb(WATER)
+    return rgb
 
 
 def _classes(codes: np.ndarray, indices: bool) -> np.ndarray:
