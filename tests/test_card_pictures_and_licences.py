@@ -110,7 +110,7 @@ def test_supported_datasets_range_is_stated_in_pyproject_and_card(region):
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert f"datasets{SUPPORTED_DATASETS}" in pyproject["project"]["dependencies"]
     text = (region / "README.md").read_text()
-    assert f"`datasets{SUPPORTED_DATASETS}`" in text and "split_dataset_by_node" in text and "14 and 10" in text
+    assert f"`datasets{SUPPORTED_DATASETS}`" in text and "split_dataset_by_node" in text and "two ranks got 16 and 8" in text
 
 
 @pytest.fixture
