@@ -4,8 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
+# The oldest datasets release the cards work with (pyproject: datasets>=5.1,<6). Its venv overlays .venv
+# (a .pth adds .venv's site-packages after its own), so only datasets and what it pins differ.
+DATASETS_OLDEST := 5.1.0
+OLDEST := .venv-datasets-oldest
+OLDEST_STAMP := $(OLDEST)/.installed-$(DATASETS_OLDEST)
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-datasets-oldest bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +26,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+	$(MAKE) test-datasets-oldest
+
+$(OLDEST_STAMP): $(STAMP)
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip uninstall -q -y setuptools
+	$(OLDEST)/bin/python -c 'import sys, sysconfig; open(sysconfig.get_paths()["purelib"] + "/m3leo_base.pth", "w").write("import site; site.addsitedir(%r)\n" % sys.argv[1])' "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	$(OLDEST)/bin/python -m pip install -q "datasets==$(DATASETS_OLDEST)"
+	touch $@
+
+# The tests marked `datasets` (cards, load_dataset, Hub round trip) on the oldest supported datasets.
+test-datasets-oldest: $(OLDEST_STAMP)
+	$(OLDEST)/bin/python -c 'import datasets; assert datasets.__version__ == "$(DATASETS_OLDEST)", datasets.__file__'
+	$(OLDEST)/bin/python -m pytest -q -m datasets tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(DEMO_OUT) bench-out
+	rm -rf $(DEMO_OUT) bench-out $(OLDEST)

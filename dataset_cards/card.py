@@ -4,7 +4,13 @@ The YAML front matter declares one ``datasets`` config per modality (WebDataset 
 train/validation/test from ``<modality>/{train,val,test}-*.tar``) with its features, so
 ``load_dataset(repo, "<modality>")`` infers nothing. The body is rendered from
 ``templates/card.md.j2`` with facts read from the region (``dataset_cards.summary``). Output depends
-on the region's files only: same input, same bytes.
+on the region's files and the declared licence only: same input, same bytes.
+
+Every value that comes from the region's files (band names, attributes, units, field and region names)
+is rendered through ``md_text`` / ``code``: on one line, and entity-escaped unless plainly safe, so
+``<script>``, ``|``, backticks or a ``---`` line cannot break the Markdown tables or the YAML front
+matter (which ``yaml.safe_dump`` writes). The licence is never defaulted: without ``license`` the card
+says "licence: not set" and ``publish`` refuses the region.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from pathlib import Path
 
 import jinja2
 import yaml
+from markupsafe import Markup
 
-from dataset_cards.about import CITATION, LICENSE, PAPER
+from dataset_cards.about import CITATION, PAPER, SUPPORTED_DATASETS, check_license, source_products
 from dataset_cards.croissant import croissant
 from dataset_cards.features import HF_SPLITS, column, dataset_info_yaml
+from dataset_cards.quicklooks import write_quicklooks
 from dataset_cards.summary import ModalitySummary, RegionSummary, summarize
 from shard_tools.tarwriter import atomic_write_bytes
 
@@ -27,32 +35,43 @@ TAGS = ["earth-observation", "remote-sensing", "satellite-imagery", "geospatial"
         "sar", "insar", "multimodal", "webdataset"]
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+PLAIN = re.compile(r"[\w .,:;/+=()%°–-]*")  # rendered as is; anything else is entity-escaped
+ESCAPED = {c: f"&#{ord(c)};" for c in "&<>|`*_[]\\#~!{}\"'$^@"}
+LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x85\u2028\u2029]\s*")
 
 
-def write_card(region_dir: str | Path, repo_id: str | None = None) -> list[Path]:
-    """Write ``README.md`` and ``croissant.json`` into ``region_dir``; return their paths."""
+def write_card(region_dir: str | Path, repo_id: str | None = None, license: str | None = None) -> list[Path]:
+    """Write ``README.md``, ``croissant.json`` and the ``quicklooks/`` PNGs into ``region_dir``; return
+    the paths of the card and the Croissant file. ``license``: the dataset licence (a Hub licence id such
+    as ``cc-by-4.0``), stated by whoever publishes; ``None`` writes "licence: not set"."""
     root = Path(region_dir)
     summary = summarize(root)
+    license = check_license(license) if license is not None else None
     repo = repo_id or f"M3LEO/{summary.region}"
+    quicklooks = write_quicklooks(root, [m.modality for m in summary.modalities])
     readme, jsonld = root / "README.md", root / "croissant.json"
-    atomic_write_bytes(readme, render_card(summary, repo).encode())
-    atomic_write_bytes(jsonld, croissant(summary, repo))
+    atomic_write_bytes(readme, render_card(summary, repo, license, quicklooks).encode())
+    atomic_write_bytes(jsonld, croissant(summary, repo, license))
     return [readme, jsonld]
 
 
-def render_card(summary: RegionSummary, repo_id: str) -> str:
-    front = yaml.safe_dump(front_matter(summary), sort_keys=False, allow_unicode=True, width=1000)
+def render_card(summary: RegionSummary, repo_id: str, license: str | None = None,
+                quicklooks: dict[str, str] | None = None) -> str:
+    front = yaml.safe_dump(front_matter(summary, license), sort_keys=False, allow_unicode=True, width=1000)
+    modalities = [m.name for m in summary.modalities]
     body = _environment().get_template("card.md.j2").render(
-        s=summary, repo=repo_id, hf_splits=HF_SPLITS, citation=CITATION, paper=PAPER, license=LICENSE,
-        example=_example_modality(summary), column=column)
+        s=summary, repo=repo_id, hf_splits=HF_SPLITS, citation=Markup(CITATION), paper=PAPER,
+        license=license, products=source_products(modalities), quicklooks=quicklooks or {},
+        supported_datasets=Markup(f"`datasets{SUPPORTED_DATASETS}`"), example=_example_modality(summary),
+        column=column)
     body = BLANK_RUNS.sub("\n\n", body).strip()
     return f"---\n{front}---\n\n{body}\n"
 
 
-def front_matter(summary: RegionSummary) -> dict:
+def front_matter(summary: RegionSummary, license: str | None = None) -> dict:
     return {
-        "pretty_name": f"M3LEO {summary.region} (aligned WebDataset shards)",
-        "license": LICENSE,
+        "pretty_name": f"M3LEO {' '.join(str(summary.region).split())} (aligned WebDataset shards)",
+        **({"license": license} if license else {}),
         "task_categories": _tasks(summary),
         "tags": TAGS,
         "size_categories": [_size_category(summary.total_chips)],
@@ -97,8 +116,34 @@ def _example_modality(summary: RegionSummary) -> ModalitySummary:
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    env.filters.update(mb=_mb, num=_num, shape=_shape, code=_code, dates=_dates, zip=zip)
+    env.filters.update(mb=_mb, num=_num, shape=_shape, code=code, ident=_ident, dates=_dates, zip=zip)
+    env.finalize = lambda value: value if isinstance(value, Markup) else md_text(value)
     return env
+
+
+def _one_line(value) -> str:
+    return LINE_BREAKS.sub(" ", str(value))
+
+
+def md_text(value) -> Markup:
+    """``value`` as inline Markdown text: on one line (so it can never start a ``---``, ``#`` or table
+    line), and entity-escaped unless it is plainly safe (letters, digits, spaces, ``.,:;/+=()%-``)."""
+    text = _one_line(value)
+    return Markup(text if PLAIN.fullmatch(text) else "".join(ESCAPED.get(c, c) for c in text))
+
+
+def code(value) -> Markup:
+    """``value`` as inline code: a backtick span when plainly safe, else ``<code>`` with escaped text."""
+    if value in (None, "", []):
+        return Markup("–")
+    text = _one_line(value)
+    return Markup(f"`{text}`" if PLAIN.fullmatch(text) else f"<code>{md_text(text)}</code>")
+
+
+def _ident(value) -> Markup:
+    """A Python identifier for a field name (used as a variable in the loading example)."""
+    name = re.sub(r"\W", "_", _one_line(value)) or "field"
+    return Markup(f"_{name}" if name[0].isdigit() else name)
 
 
 def _mb(size: int) -> str:
@@ -117,7 +162,7 @@ def _shape(field) -> str:
     return f"({', '.join(axes)})" if axes else "()"
 
 
-def _dates(dates: dict) -> str:
+def _dates(dates: dict) -> Markup:
     """``year 2020; seasons winter 2019-12-01..2020-02-28, ...`` from a registry ``dates`` entry."""
     parts = []
     for key, value in dates.items():
@@ -126,8 +171,4 @@ def _dates(dates: dict) -> str:
         elif isinstance(value, list):
             value = ", ".join(map(str, value))
         parts.append(f"{key.replace('_', ' ')} {value}")
-    return "; ".join(parts) or "not dated"
-
-
-def _code(value) -> str:
-    return "–" if value in (None, "", []) else f"`{value}`"
+    return md_text("; ".join(parts) or "not dated")

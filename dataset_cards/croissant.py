@@ -17,7 +17,7 @@ import hashlib
 import json
 
 from builders.chip import CHIP_ID
-from dataset_cards.about import CITATION, DATE_PUBLISHED, LICENSE_URL, PAPER, VERSION
+from dataset_cards.about import CITATION, DATE_PUBLISHED, PAPER, VERSION, license_url
 from dataset_cards.features import column
 from dataset_cards.summary import ModalitySummary, RegionSummary
 
@@ -47,8 +47,8 @@ MODALITY_COLUMNS = {"chip_id": "sc:Text", "split": "sc:Text", "available": "sc:B
                     "missing_reason": "sc:Text", "shard": "sc:Text"}
 
 
-def croissant(summary: RegionSummary, repo_id: str) -> bytes:
-    """The region's ``croissant.json`` (UTF-8, keys in a fixed order)."""
+def croissant(summary: RegionSummary, repo_id: str, license: str | None = None) -> bytes:
+    """The region's ``croissant.json`` (UTF-8, keys in a fixed order); ``license`` only when declared."""
     base = f"https://huggingface.co/datasets/{repo_id}"
     record_sets = [_chips_record_set(summary)]
     for modality in summary.modalities:
@@ -58,7 +58,7 @@ def croissant(summary: RegionSummary, repo_id: str) -> bytes:
         "name": f"M3LEO-{summary.region}",
         "description": (f"M3LEO region {summary.region}: {summary.total_chips} chips, "
                         f"{len(summary.modalities)} modalities as aligned WebDataset shards with Parquet metadata."),
-        "url": base, "license": LICENSE_URL, "citeAs": CITATION, "sameAs": PAPER,
+        "url": base, **({"license": license_url(license)} if license else {}), "citeAs": CITATION, "sameAs": PAPER,
         "datePublished": DATE_PUBLISHED, "version": VERSION,
         "distribution": _distribution(summary, base), "recordSet": record_sets,
     }

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     for region_dir in sorted(p for p in shards.iterdir() if p.is_dir()):
         problems = verify_region(region_dir)
         write_card(region_dir)
-        print(f"   {region_dir.name}: verify {'OK' if not problems else problems}; README.md + croissant.json")
+        print(f"   {region_dir.name}: verify {'OK' if not problems else problems}; README.md (licence: not set) + "
+              f"croissant.json + quicklooks/*.png")
         if problems:
             return 1
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {modality}: key {row['__key__']}, available {row['json']['available']}, {shapes}")
 
     step("5. m3leo_hf.stream: s1grd 2019 + 2020 + esaworldcover joined by chip id, normalised, 2 DataLoader workers")
-    from m3leo_hf import StatefulLoader, stream
+    from m3leo_hf import StatefulLoader, plot, stream
 
     dataset = stream([shards / r for r in ("conus", "europe", "pakin")],
                      modalities=["s1grd-2019", "s1grd", "esaworldcover"], split="train", batch_size=4, normalize=True,
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             change = (batch["s1grd"] - batch["s1grd-2019"]).abs().mean()
             print(f"   first batch: s1grd-2019 and s1grd {tuple(batch['s1grd'].shape)} {batch['s1grd'].dtype}, "
                   f"mean |2020 - 2019| {change:.3f} std, label {tuple(label.shape)} {label.dtype}")
+            picture = plot(batch, args.out / "sample.png")
+            print(f"   m3leo_hf.plot(first sample) -> {args.out / 'sample.png'} ({picture.width}x{picture.height})")
     print(f"   {batches} batches, {samples} samples in {time.perf_counter() - started:.1f} s")
     step(f"done: shards and cards under {shards}")
     return 0

@@ -18,6 +18,7 @@ from shard_tools.inventory import (Chip, RegionInventory, Source, find_regions, 
 from shard_tools.lock import BuildLock
 from shard_tools.metadata import write_region_metadata
 from shard_tools.plan import PlannedShard, RegionPlan, chips_per_shard_for, plan_region, read_plan
+from shard_tools.progress import SILENT, Progress
 from shard_tools.stats import empty_stats, merge
 from shard_tools.tarwriter import DeterministicTarWriter, atomic_write_bytes, json_bytes
 
@@ -106,7 +107,7 @@ def build(
     modalities: Sequence[str] | None = None,
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     follow_symlinks: bool = False,
     **options,
 ) -> BuildReport:
@@ -144,7 +145,7 @@ def build_inventories(
     options: BuildOptions = BuildOptions(),
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> BuildReport:
     """Shard already-scanned regions (from a chip tree or a release): the shared back end of build/convert.
 
@@ -156,19 +157,19 @@ def build_inventories(
         raise ValueError("--replan moves chips between shards: it rebuilds every modality, so give no --modality")
     runner = as_executor(executor, workers)
     report = BuildReport()
-    say = progress or (lambda message: None)
+    progress = progress or SILENT
     with task_runner(runner) as run:
         for inventory in inventories:
             if inventory.unmatched and not options.skip_unknown:
                 raise UnknownFolderError(inventory.unmatched)
             region_dir = Path(out_dir) / inventory.region
             with BuildLock(region_dir / ".build" / "lock"):
-                _build_region(inventory, region_dir, wanted, options, run, report, say)
+                _build_region(inventory, region_dir, wanted, options, run, report, progress)
     return report
 
 
 def _build_region(inventory: RegionInventory, region_dir: Path, wanted: set[str], options: BuildOptions,
-                  run: Callable, report: BuildReport, say: Callable[[str], None]) -> None:
+                  run: Callable, report: BuildReport, progress: Progress) -> None:
     selected = [m for m in inventory.modalities if not wanted or m in wanted]
     plan = _plan(inventory, region_dir, options)
     tasks = {m: [ShardTask(str(region_dir), inventory.region, m, shard,
@@ -179,11 +180,13 @@ def _build_region(inventory: RegionInventory, region_dir: Path, wanted: set[str]
         _remove_leftovers(region_dir / modality, {s.filename for s in plan})
     pending = [task for m in selected for task in tasks[m] if not _is_done(task, options.rehash)]
     report.reused += sum(len(tasks[m]) for m in selected) - len(pending)
-    say(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
-        f"per modality, {len(pending)} to write")
+    progress.note(f"{inventory.region}: {len(inventory.chips)} chips, {len(selected)} modalities, {len(plan)} shards "
+                  f"per modality, {len(pending)} to write")
+    progress.start(f"build {inventory.region}", len(pending), sum(_source_bytes(t) for t in pending), "shards")
     for task in run(write_shard, pending):
         report.written += 1
-        say(f"  wrote {task.modality}/{task.shard.filename}")
+        progress.advance(1, _source_bytes(task))
+    progress.close()
     records = {m: [_record(task) for task in tasks[m]] for m in inventory.modalities
                if all(_record_matches(task) for task in tasks[m])}
     write_region_metadata(inventory, plan, region_dir, records, selected)
@@ -206,6 +209,10 @@ def _plan(inventory: RegionInventory, region_dir: Path, options: BuildOptions) -
         plan.problems.append(f"{inventory.region}: kept the pinned {previous.chips_per_shard} chips per shard "
                              f"(not {options.chips_per_shard}); rebuild with --replan to change it")
     return plan
+
+
+def _source_bytes(task: ShardTask) -> int:
+    return sum(s.size or 0 for s in task.sources)
 
 
 def _record(task: ShardTask) -> dict:

@@ -6,7 +6,8 @@ committed in batches under the Hub limits. Each commit is atomic, so a re-run af
 only what did not land. ``README.md`` goes in the last commit: the card appears only once the data is there.
 Stale remote files inside the folders the region publishes (e.g. shards of an earlier, larger build, which
 ``load_dataset``'s globs would still read) are deleted in that last commit unless ``prune=False``; other
-remote-only files are reported and left in place.
+remote-only files are reported and left in place. The dataset licence is never defaulted: the region's card
+must declare one (``m3leo-shard card --license``), and a ``license`` given here must equal it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from pathlib import Path
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from huggingface_hub.hf_api import RepoFile
+
+from dataset_cards.about import declared_license
+from shard_tools.progress import SILENT, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -162,11 +166,12 @@ def _ensure_target(api: HfApi, repo_id: str, revision: str) -> None:
 
 
 def _commit_all(api: HfApi, repo_id: str, revision: str, parent: str | None, batches: list[list[LocalFile]],
-                deletions: list[str]) -> None:
+                deletions: list[str], progress: Progress = SILENT) -> None:
     """One commit per batch, each on top of the previous one (``parent_commit`` guards concurrent writers);
     ``deletions`` go with the last batch (the card), or in a commit of their own."""
     if deletions and not batches:
         batches = [[]]
+    progress.start(f"upload {repo_id}", len(batches), sum(f.size for b in batches for f in b), "commits")
     for i, batch in enumerate(batches, start=1):
         label = "dataset card" if batch and batch[0].path == CARD else f"{len(batch)} files"
         operations = [CommitOperationAdd(path_in_repo=f.path, path_or_fileobj=str(f.file)) for f in batch]
@@ -188,7 +193,21 @@ def _commit_all(api: HfApi, repo_id: str, revision: str, parent: str | None, bat
                 f"re-run publish to upload the rest: {err}"
             ) from err
         parent = info.oid
+        progress.advance(1, sum(f.size for f in batch))
         logger.info("commit %d/%d (%s): %s", i, len(batches), label, info.oid)
+    progress.close()
+
+
+def _check_license(region_dir: Path, license: str | None) -> None:
+    declared = declared_license(region_dir / CARD)
+    if declared is None:
+        raise PublishError(
+            f"refusing to publish {region_dir}: no dataset licence declared ({CARD} says 'licence: not set' or is "
+            f"missing); check the source products' terms in the card, then write it with "
+            f"`m3leo-shard card {region_dir} --license <hub licence id>`")
+    if license is not None and license != declared:
+        raise PublishError(f"refusing to publish {region_dir}: --license {license} but {CARD} declares {declared}; "
+                           f"rewrite the card with `m3leo-shard card --license {license}`")
 
 
 def publish(
@@ -204,14 +223,18 @@ def publish(
     max_folder_entries: int = MAX_FOLDER_ENTRIES,
     verify: Verifier = _verify_region,
     prune: bool = True,
+    license: str | None = None,
+    progress: Progress | None = None,
 ) -> PublishReport:
     """Upload what ``repo_id`` (a dataset repo, created if needed) lacks of ``region_dir``.
 
     Refuses (``PublishError``) a region that ``verify`` finds problems in or whose folders break the Hub's
     entries limit. ``dry_run`` reads the remote tree but writes nothing. ``prune`` deletes stale remote
-    files in the region's folders (see module docstring).
+    files in the region's folders (see module docstring). Refuses a region whose ``README.md`` declares no
+    licence, and one whose licence differs from ``license`` (when given).
     """
     region_dir = Path(region_dir)
+    _check_license(region_dir, license)
     problems = verify(region_dir)
     if problems:
         listed = "\n  ".join(problems[:20])
@@ -221,7 +244,14 @@ def publish(
     parent, remote = remote_files(api, repo_id, revision)
     check_folder_entries({f.path for f in files} | remote.keys(), max_folder_entries)
     known = recorded_sha256(region_dir)
-    todo = [f for f in files if not is_unchanged(f, remote.get(f.path), known.get(f.path))]
+    progress = progress or SILENT
+    progress.start(f"compare {region_dir.name}", len(files), sum(f.size for f in files), "files")
+    todo = []
+    for file in files:
+        if not is_unchanged(file, remote.get(file.path), known.get(file.path)):
+            todo.append(file)
+        progress.advance(1, file.size)
+    progress.close()
     batches = plan_commits(todo, max_files_per_commit, max_bytes_per_commit)
     local_paths = {f.path for f in files}
     remote_only = sorted(remote.keys() - local_paths - set(HUB_FILES))
@@ -239,6 +269,6 @@ def publish(
         logger.warning("%s has files that are not in %s (left in place): %s", repo_id, region_dir, report.remote_only)
     if not dry_run:
         _ensure_target(api, repo_id, revision)
-        _commit_all(api, repo_id, revision, parent, batches, deletions)
+        _commit_all(api, repo_id, revision, parent, batches, deletions, progress)
     logger.info("%s -> %s@%s: %s", region_dir, repo_id, revision, report.summary())
     return report

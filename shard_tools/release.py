@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +25,7 @@ from builders.registry import modality_for_folder
 from shard_tools.build import BuildOptions, BuildReport, build_inventories
 from shard_tools.executors import Executor
 from shard_tools.inventory import RegionInventory, Source, classify_entry, marker_detail, region_chips
+from shard_tools.progress import Progress
 
 PLAN_COLUMNS = ["path", "length"]
 MTIME_COLUMN = "modificationTime"
@@ -54,7 +55,7 @@ def convert_release(
     modalities: Sequence[str] | None = None,
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     **options,
 ) -> BuildReport:
     """Shard the release Parquet files ``paths`` (files, or folders searched recursively) into ``out``.

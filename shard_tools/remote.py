@@ -15,7 +15,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 from fsspec import AbstractFileSystem
 from fsspec.core import url_to_fs
@@ -23,6 +23,7 @@ from fsspec.core import url_to_fs
 from shard_tools.build import BuildOptions, BuildReport, ShardTask, build_inventories, scan_regions
 from shard_tools.executors import Executor, as_executor
 from shard_tools.objectstore import ObjectLock, exclusive_create_problem, protocols, put_atomic
+from shard_tools.progress import Progress
 from shard_tools.tarwriter import atomic_write_bytes
 
 LOCK = ".build/lock"
@@ -38,7 +39,7 @@ def build_to_url(
     modalities: Sequence[str] | None = None,
     workers: int = 1,
     executor: str | Executor = "local",
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
     follow_symlinks: bool = False,
     **options,
 ) -> BuildReport:

@@ -16,33 +16,40 @@ import pyarrow.parquet as pq
 from builders.declarations import Modality
 from shard_tools.build import SHARD_NAME
 from shard_tools.plan import read_plan
+from shard_tools.progress import SILENT, Progress
 
 
-def verify_region(region_dir: str | Path) -> list[str]:
+def verify_region(region_dir: str | Path, progress: Progress | None = None) -> list[str]:
     """Problems found in ``region_dir`` (empty when sound): checksums, counts, alignment, decodability."""
     region_dir = Path(region_dir)
+    progress = progress or SILENT
     meta_dir = region_dir / "metadata"
     indexes = sorted(meta_dir.glob("*.shards.json")) if meta_dir.is_dir() else []
     if not indexes:
         return [f"{region_dir}: no metadata/*.shards.json; is this a built region?"]
     problems: list[str] = []
     keys_by_modality: dict[str, dict[str, list[str]]] = {}
-    for index_path in indexes:
-        modality = index_path.name[: -len(".shards.json")]
-        keys_by_modality[modality] = _verify_modality(region_dir, modality, json.loads(index_path.read_text()), problems)
+    loaded = {path.name[: -len(".shards.json")]: json.loads(path.read_text()) for path in indexes}
+    listed = [s for index in loaded.values() for s in index["shardlist"]]
+    progress.start(f"verify {region_dir.name}", len(listed), sum(s["filesize"] for s in listed), "shards")
+    for modality, index in loaded.items():
+        keys_by_modality[modality] = _verify_modality(region_dir, modality, index, problems, progress)
+    progress.close()
     problems += _check_alignment(keys_by_modality)
     problems += _check_unlisted(region_dir, keys_by_modality)
     problems += _check_declarations_and_plan(meta_dir, keys_by_modality)
     return problems
 
 
-def _verify_modality(region_dir: Path, modality: str, index: dict, problems: list[str]) -> dict[str, list[str]]:
+def _verify_modality(region_dir: Path, modality: str, index: dict, problems: list[str],
+                     progress: Progress) -> dict[str, list[str]]:
     rows = _parquet_rows(region_dir / "metadata" / f"{modality}.parquet", problems)
     keys: dict[str, list[str]] = {}
     for shard in index["shardlist"]:
         path = region_dir / shard["url"]
         if not path.is_file():
             problems.append(f"{shard['url']}: listed in {modality}.shards.json but missing")
+            progress.advance(1, shard["filesize"])
             continue
         data = path.read_bytes()
         if len(data) != shard["filesize"]:
@@ -54,6 +61,7 @@ def _verify_modality(region_dir: Path, modality: str, index: dict, problems: lis
             problems.append(f"{shard['url']}: {len(shard_keys)} samples, index says {shard['nsamples']}")
         keys[shard["url"]] = shard_keys
         _check_offsets(shard["url"], data, rows.get(shard["url"], []), problems)
+        progress.advance(1, shard["filesize"])
     return keys
 
 

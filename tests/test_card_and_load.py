@@ -34,6 +34,8 @@ from shard_tools.publish import publish
 
 REPO_ID = "M3LEO-test/conus"
 
+pytestmark = pytest.mark.datasets  # run on the oldest supported datasets too (make test-datasets-oldest)
+
 
 @pytest.fixture(scope="module")
 def regions(built, tmp_path_factory) -> dict[str, Path]:
@@ -42,7 +44,7 @@ def regions(built, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name in ("conus", "europe"):
         shutil.copytree(built / name, root / name, ignore=shutil.ignore_patterns(".build"))
-        write_card(root / name, repo_id=REPO_ID if name == "conus" else None)
+        write_card(root / name, repo_id=REPO_ID if name == "conus" else None, license="cc-by-4.0")
         out[name] = root / name
     return out
 
@@ -129,11 +131,11 @@ def test_card_body_explains_modalities_splits_stats_and_loading(regions):
 
 def test_card_is_deterministic_and_independent_of_location(regions, tmp_path):
     region = regions["europe"]
-    before = {p: (region / p).read_bytes() for p in ("README.md", "croissant.json")}
+    before = {p: (region / p).read_bytes() for p in ("README.md", "croissant.json", "quicklooks/s1grd.png")}
     copy = tmp_path / "europe"
     shutil.copytree(region, copy)
-    assert write_card(region) == [region / "README.md", region / "croissant.json"]
-    write_card(copy)
+    assert write_card(region, license="cc-by-4.0") == [region / "README.md", region / "croissant.json"]
+    write_card(copy, license="cc-by-4.0")
     for name, data in before.items():
         assert (region / name).read_bytes() == data == (copy / name).read_bytes()
 
@@ -375,11 +377,11 @@ def test_load_from_a_hub_repo_id(regions, local_hub: LocalHub, tmp_path):
     """The published repo (card included) loads by repo id; stats come through hf_hub_download."""
     region = tmp_path / "conus"
     shutil.copytree(regions["conus"], region)
-    for modality in {p.name for p in region.iterdir() if p.is_dir()} - {"s1grd", "esaworldcover", "metadata"}:
+    for modality in {p.name for p in region.iterdir() if p.is_dir()} - {"s1grd", "esaworldcover", "metadata", "quicklooks"}:
         shutil.rmtree(region / modality)
         for suffix in (".parquet", ".shards.json", ".stats.json"):
             (region / "metadata" / f"{modality}{suffix}").unlink()
-    write_card(region, repo_id="m3leo/conus")
+    write_card(region, repo_id="m3leo/conus", license="cc-by-4.0")
     publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
     done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "m3leo/conus"], env=local_hub.client_env(tmp_path),
                           capture_output=True, text=True, timeout=120)

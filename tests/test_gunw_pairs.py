@@ -139,6 +139,7 @@ def test_region_without_gunw_gives_zeros_and_no_pairs(built):
     assert europe >= 2
 
 
+@pytest.mark.datasets
 @pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "prepared"])
 def test_load_gives_the_stream_tensors(built, tmp_path, streaming):
     region = tmp_path / "conus"

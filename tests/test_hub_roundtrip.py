@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from local_hub import TEST_TOKEN, LocalHub
 
 from builders import get_modality, read_chip
@@ -19,6 +20,7 @@ from shard_tools.inventory import find_regions, scan_region
 from shard_tools.publish import publish
 
 REPO_ID = "M3LEO-test/conus"
+pytestmark = pytest.mark.datasets  # run on the oldest supported datasets too (make test-datasets-oldest)
 SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
 LOAD_EVERY_MODALITY = """
@@ -54,7 +56,7 @@ def test_every_modality_loads_through_the_endpoint_after_publish(built, sample_c
                                                                 tmp_path: Path):
     region = tmp_path / "conus"
     shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
-    write_card(region, repo_id=REPO_ID)
+    write_card(region, repo_id=REPO_ID, license="cc-by-4.0")
     publish(region, REPO_ID, endpoint=local_hub.url, token=TEST_TOKEN)
 
     done = subprocess.run([sys.executable, "-c", LOAD_EVERY_MODALITY, REPO_ID, json.dumps(list(SPLITS.values()))],

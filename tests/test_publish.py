@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -29,6 +30,7 @@ REPO = "m3leo-test/region-x"
 SHAPE = (4, 8, 8)
 SHARDS = {"train-000000": 3, "train-000001": 3, "val-000000": 2}
 CARD = """---
+license: cc-by-4.0
 configs:
 - config_name: s1grd
   data_files:
@@ -206,6 +208,7 @@ def test_publish_to_branch_leaves_main_alone(region: Path, local_hub: LocalHub) 
     assert remote_sha256(local_hub, "main") == {}
 
 
+@pytest.mark.datasets
 def test_load_dataset_reads_published_repo(local_hub: LocalHub, tmp_path: Path) -> None:
     train = build_region(tmp_path / "region")["train"]
     run_publish(tmp_path / "region", local_hub)
@@ -224,13 +227,26 @@ def test_load_dataset_reads_published_repo(local_hub: LocalHub, tmp_path: Path) 
     assert loaded == {"True": expected, "False": expected}
 
 
-def test_publishes_a_built_region_with_default_verify(built: Path, local_hub: LocalHub) -> None:
-    region_dir = sorted(p for p in built.iterdir() if p.is_dir())[0]  # from tests/conftest.py (real builder)
+def carded_copy(region_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a built region (the shared ``built`` stays untouched) with a card declaring a licence."""
+    from dataset_cards.card import write_card
+
+    copy = tmp_path / region_dir.name
+    shutil.copytree(region_dir, copy, ignore=shutil.ignore_patterns(".build"))
+    write_card(copy, license="cc-by-4.0")
+    return copy
+
+
+@pytest.mark.datasets
+def test_publishes_a_built_region_with_default_verify(built: Path, local_hub: LocalHub, tmp_path: Path) -> None:
+    region_dir = carded_copy(sorted(p for p in built.iterdir() if p.is_dir())[0], tmp_path)  # real builder
 
     report = publish(region_dir, REPO, endpoint=local_hub.url, token=TEST_TOKEN, max_files_per_commit=50)
 
     assert remote_sha256(local_hub) == local_sha256(region_dir)
-    assert report.commits == -(-len(report.uploaded) // 50) and not any(".build" in p for p in report.uploaded)
+    data_files = len(report.uploaded) - 1  # the card goes in a last commit of its own
+    assert report.uploaded[-1] == "README.md" and report.commits == -(-data_files // 50) + 1
+    assert not any(".build" in p for p in report.uploaded)
 
 
 def test_stale_shards_of_an_earlier_build_are_deleted_with_the_card(region: Path, local_hub: LocalHub) -> None:
@@ -251,10 +267,27 @@ def test_stale_shards_of_an_earlier_build_are_deleted_with_the_card(region: Path
     assert kept.deleted == [] and kept.commits == 0
 
 
-def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, local_hub: LocalHub, capsys) -> None:
+def test_publish_refuses_a_region_without_a_declared_licence(region: Path, local_hub: LocalHub) -> None:
+    card = region / "README.md"
+    card.write_text(CARD.replace("license: cc-by-4.0\n", ""))
+    with pytest.raises(PublishError, match="no dataset licence declared"):
+        run_publish(region, local_hub)
+    card.unlink()
+    with pytest.raises(PublishError, match="no dataset licence declared"):
+        run_publish(region, local_hub, dry_run=True)
+    card.write_text(CARD)
+    with pytest.raises(PublishError, match="--license cc0-1.0 but README.md declares cc-by-4.0"):
+        run_publish(region, local_hub, license="cc0-1.0")
+    assert local_hub.repos == {}
+    assert run_publish(region, local_hub, license="cc-by-4.0").commits
+
+
+@pytest.mark.datasets
+def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, local_hub: LocalHub, capsys,
+                                                     tmp_path: Path) -> None:
     from shard_tools.cli import main as cli
 
-    region_dir = built / "europe"
+    region_dir = carded_copy(built / "europe", tmp_path)
     common = ["--repo-id", REPO, "--endpoint", local_hub.url, "--token", TEST_TOKEN]
     assert cli(["publish", str(region_dir), *common, "--dry-run"]) == 0
     plan = capsys.readouterr().out
