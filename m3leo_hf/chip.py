@@ -1,5 +1,6 @@
 """``get_chip``: one chip by id, reading only its samples' byte ranges and the per-modality metadata that
-locates them (``metadata/<modality>.parquet``; ``metadata/chips.parquet`` too when no modality is named)."""
+locates them (``metadata/<modality>.parquet``; ``metadata/chips.parquet`` too when no modality is named, and
+``metadata/modalities.json`` when a name is an alias such as ``s1grd`` for ``s1grd-2020``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from builders.chip import CHIP_ID
+from m3leo_hf.index import config_names
 from m3leo_hf.ranged import read_runs
 from m3leo_hf.reader import decode, join, read_bytes
 from m3leo_hf.selection import chips as chips_table
@@ -23,11 +25,12 @@ def get_chip(root: str, chip_id: str, modalities: Sequence[str] | None = None, *
              storage_options: Mapping | None = None) -> dict:
     """Chip ``chip_id`` of region ``root`` (local folder, ``https://…/resolve/<rev>``, ``hf://datasets/…``):
     ``{"chip_id", "region", "split", "<modality>": {field: array} | None, "<modality>_available", "meta":
-    {modality: sample json}}`` for ``modalities`` (default: every modality built for the region).
+    {modality: sample json}}`` for ``modalities`` (config names or their aliases, keyed as given; default: every
+    modality built for the region). A single-array modality (GeoTIFF: ``s1grd-2020``) gives its array.
 
     Arrays are exactly the stored ones (dtype included; ``meta[m]["fields"][f]["view_as"]`` says how to
-    reinterpret, e.g. s1grd's uint16 as int16 dB); a chip lacking a modality gives ``None`` and the reason in
-    its meta. A modality the region does not have, or an id the region does not hold, is a ``KeyError``.
+    reinterpret, if anything); a chip lacking a modality gives ``None`` and the reason in its meta. A modality
+    the region does not have, or an id the region does not hold, is a ``KeyError``.
     """
     if not isinstance(chip_id, str) or not CHIP_ID.match(chip_id):
         raise ValueError(f"chip id must be 13 lower-case hex characters, not {chip_id!r}")
@@ -44,27 +47,37 @@ def get_chip(root: str, chip_id: str, modalities: Sequence[str] | None = None, *
         available = bool(info.get("available", bool(arrays)))
         out.setdefault("region", info.get("region"))
         out.setdefault("split", info.get("split", row["split"]))
-        out[modality] = (arrays[modality] if list(arrays) == [modality] else arrays) if available else None
+        out[modality] = (next(iter(arrays.values())) if len(arrays) == 1 else arrays) if available else None
         out[f"{modality}_available"] = available
         out["meta"][modality] = info
     return out
 
 
 def _location(root: str, modality: str, chip_id: str, retries: int, storage_options: Mapping | None) -> dict:
-    """The chip's row (shard, sample index, byte offset and size) in ``metadata/<modality>.parquet``."""
-    path = join(root, f"metadata/{modality}.parquet")
+    """The chip's row (shard, sample index, byte offset and size) in ``metadata/<modality>.parquet``, or in
+    that of the config ``modality`` is an alias of (``metadata/modalities.json``)."""
+    def fetch(name: str) -> bytes:
+        try:
+            return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options)
+        except OSError as exc:
+            raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
+
     try:
-        data = read_bytes(path, retries=retries, storage_options=storage_options)
-    except OSError as exc:
-        raise KeyError(f"{root}: no metadata/{modality}.parquet ({exc}); is {modality!r} built for this region?"
-                       ) from None
+        data, name = fetch(f"{modality}.parquet"), modality
+    except FileNotFoundError as exc:
+        name = config_names(root, fetch).get(modality, modality)
+        if name == modality:
+            raise KeyError(f"{root}: no metadata/{modality}.parquet ({exc.__cause__}); is {modality!r} built for "
+                           "this region?") from None
+        data = fetch(f"{name}.parquet")
+    path = join(root, f"metadata/{name}.parquet")
     try:
         table = pq.read_table(io.BytesIO(data), columns=LOCATION)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: unreadable per-chip metadata: {exc}") from None
     rows = table.filter(pc.equal(table["chip_id"], chip_id)).to_pylist()
     if not rows:
-        raise KeyError(f"{root}: chip {chip_id} is not in {modality}.parquet")
+        raise KeyError(f"{root}: chip {chip_id} is not in {name}.parquet")
     if len(rows) > 1:
         raise ValueError(f"{path}: chip {chip_id} has {len(rows)} rows")
     row = rows[0]

@@ -296,7 +296,7 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities
     bool}``, a window without a pair in its baseline range being zeros; see
     ``m3leo_hf.transforms.DatePairs``). Selection (``m3leo_hf.selection.Selection``, on each region's
     ``metadata/chips.parquet``): ``chips`` (ids), ``where`` (a pyarrow expression such as
-    ``pc.field("esaworldcover_frac_10") > 0.5``, or a callable on the table), ``bbox`` (west, south,
+    ``pc.field("esaworldcover-2020_frac_10") > 0.5``, or a callable on the table), ``bbox`` (west, south,
     east, north): only the selected chips are planned (exact epochs over the selection) and only their
     byte ranges are read (``verify_checksums`` reads whole shards).
     """

@@ -25,8 +25,8 @@ class M3LEODataset(Dataset):
     ``where`` / ``bbox``. ``transform``: a callable applied to each item. ``torchgeo=True`` adds TorchGeo-style
     keys: ``image`` (the float inputs, i.e. modalities without a label kind, concatenated on the channel
     axis; needs equal spatial sizes, e.g. ``spatial_size``), ``mask`` (the ESA WorldCover class-index label,
-    when requested), ``crs`` (``"EPSG:<code>"`` of the first available modality) and ``bounds`` (its
-    ``(west, south, east, north)`` in that CRS, float64 tensor).
+    when requested, by alias or config name), ``crs`` (``"EPSG:<code>"`` of the first available modality) and
+    ``bounds`` (its ``(west, south, east, north)`` in that CRS, float64 tensor).
     """
 
     def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
@@ -90,7 +90,8 @@ class M3LEODataset(Dataset):
                 raise ValueError(f"chip {item['chip_id']}: cannot concatenate inputs of sizes {sorted(shapes)} into "
                                  f"'image'; pass spatial_size=")
             out["image"] = np.concatenate([a.reshape(-1, *a.shape[-2:]) for a in inputs])
-        label = item.get("esaworldcover")
+        label = next((item[m] for m in self.stream.modalities if self.stream.declarations[m].family == "esaworldcover"),
+                     None)  # whatever the config name it was asked by (esaworldcover, esaworldcover-2020)
         if isinstance(label, dict) and "label" in label:
             out["mask"] = label["label"]
         first = next((item["meta"][m] for m in self.stream.modalities if item[f"{m}_available"]), None)

@@ -44,7 +44,7 @@ def chips(root: str, split: str | None = None, *, retries: int = 3, storage_opti
 @dataclass(frozen=True)
 class Selection:
     """Which chips to read: explicit ids, a row filter on ``chips.parquet`` and/or a lon/lat box; all given
-    conditions must hold. ``where`` is a pyarrow expression (``pc.field("esaworldcover_frac_10") > 0.5``) or a
+    conditions must hold. ``where`` is a pyarrow expression (``pc.field("esaworldcover-2020_frac_10") > 0.5``) or a
     callable taking the table and returning a boolean mask or the kept rows; ``bbox = (west, south, east,
     north)`` in degrees keeps chips whose bounds intersect it."""
 

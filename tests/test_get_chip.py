@@ -15,12 +15,13 @@ import pytest
 from huggingface_hub import HfApi
 
 import m3leo_hf
+from builders.registry import get_modality
 from dataset_cards.card import write_card
 from local_hub import TEST_TOKEN, LocalHub
 from shard_tools.publish import publish
 from tests.test_stream_data import source
 
-MODALITIES = ["s1grd", "esaworldcover", "gunw"]
+MODALITIES = ["s1grd-2020", "esaworldcover-2020", "gunw-2020-01-01-2020-03-31"]  # config names: file names
 
 
 def same_as_source(chip: dict, region_dir, modalities) -> None:
@@ -31,7 +32,7 @@ def same_as_source(chip: dict, region_dir, modalities) -> None:
         if not raw["json"]["available"]:
             assert chip[modality] is None
             continue
-        arrays = chip[modality] if isinstance(chip[modality], dict) else {modality: chip[modality]}
+        arrays = chip[modality] if isinstance(chip[modality], dict) else {get_modality(modality).field: chip[modality]}
         assert sorted(arrays) == sorted(k for k in raw if k != "json")
         for name, array in arrays.items():
             assert array.dtype == raw[name].dtype
@@ -46,16 +47,23 @@ def test_local_chip_equals_its_samples(built):
         chip = m3leo_hf.get_chip(str(region), row["chip_id"])
         assert chip["region"] == "conus" and chip["split"] == row["split"]
         same_as_source(chip, region, every)
-    lacking = next(r for r in table.to_pylist() if not r["has_s2rgbm"])
-    chip = m3leo_hf.get_chip(str(region), lacking["chip_id"], ["s2rgbm"])
+    lacking = next(r for r in table.to_pylist() if not r["has_s2rgbm-2020"])
+    chip = m3leo_hf.get_chip(str(region), lacking["chip_id"], ["s2rgbm"])  # the alias of s2rgbm-2020
     assert chip["s2rgbm"] is None and chip["meta"]["s2rgbm"]["missing_reason"]
+    assert chip["meta"]["s2rgbm"]["modality"] == "s2rgbm-2020"
+    having = next(r for r in table.to_pylist() if r["has_s1grd-2020"])["chip_id"]
+    by_alias = m3leo_hf.get_chip(str(region), having, ["s1grd"])
+    by_name = m3leo_hf.get_chip(str(region), having, ["s1grd-2020"])
+    assert by_alias["meta"]["s1grd"] == by_name["meta"]["s1grd-2020"]
+    np.testing.assert_array_equal(by_alias["s1grd"], by_name["s1grd-2020"])
+    assert by_alias["s1grd"].dtype == np.int16  # a single-array modality gives its array, stored as int16 dB
 
 
 def test_bad_requests_are_named(built):
     region = str(built / "europe")
     with pytest.raises(ValueError, match="13 lower-case hex"):
         m3leo_hf.get_chip(region, "not-a-chip")
-    with pytest.raises(KeyError, match="chip 0000000000000 is not in s1grd.parquet"):
+    with pytest.raises(KeyError, match="chip 0000000000000 is not in s1grd-2020.parquet"):
         m3leo_hf.get_chip(region, "0000000000000", ["s1grd"])
     chip_id = m3leo_hf.chips(region)["chip_id"][0].as_py()
     with pytest.raises(KeyError, match="no metadata/gunw.parquet"):
@@ -70,7 +78,8 @@ def test_hub_chip_reads_only_its_members_and_metadata(built, local_hub: LocalHub
                       ignore_patterns=[".build/*"])
     rows = {m: {r["chip_id"]: r for r in pq.read_table(region / "metadata" / f"{m}.parquet").to_pylist()}
             for m in MODALITIES}
-    chip_id = next(c for c, r in rows["gunw"].items() if r["available"] and rows["s1grd"][c]["available"])
+    gunw, s1grd = MODALITIES[2], MODALITIES[0]
+    chip_id = next(c for c, r in rows[gunw].items() if r["available"] and rows[s1grd][c]["available"])
     expected = {f"m3leo/conus/{rows[m][chip_id]['shard']}": rows[m][chip_id]["size"] for m in MODALITIES}
     expected.update({f"m3leo/conus/metadata/{m}.parquet": (region / "metadata" / f"{m}.parquet").stat().st_size
                      for m in MODALITIES})
@@ -102,7 +111,7 @@ def test_load_selection_from_a_hub_repo_id(built, local_hub: LocalHub, tmp_path)
     shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
     write_card(region, repo_id="m3leo/conus")
     publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
-    rows = [r for r in pq.read_table(region / "metadata" / "s1grd.parquet").to_pylist()
+    rows = [r for r in pq.read_table(region / "metadata" / "s1grd-2020.parquet").to_pylist()
             if r["split"] == "train" and r["available"]]
     wanted = sorted(r["chip_id"] for r in rows)[::2]
     before = local_hub.bytes_sent()
@@ -132,15 +141,16 @@ def rewrite(path, chip_id: str, **changes) -> None:
 def test_lying_index_is_a_named_error(built, tmp_path):
     region = tmp_path / "conus"
     shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
-    rows = pq.read_table(region / "metadata" / "s1grd.parquet").to_pylist()
+    index = region / "metadata" / "s1grd-2020.parquet"  # of s1grd-2020, alias s1grd
+    rows = pq.read_table(index).to_pylist()
     first, second = rows[0], next(r for r in rows if r["shard"] == rows[0]["shard"] and r["sample_index"] == 1)
-    rewrite(region / "metadata" / "s1grd.parquet", first["chip_id"], size=10**15)  # far beyond the file
+    rewrite(index, first["chip_id"], size=10**15)  # far beyond the file
     with pytest.raises(OSError, match=rf"{first['shard']}: cannot read bytes .* ends after"):
         m3leo_hf.get_chip(str(region), first["chip_id"], ["s1grd"])
-    rewrite(region / "metadata" / "s1grd.parquet", first["chip_id"], offset=second["offset"], size=second["size"])
+    rewrite(index, first["chip_id"], offset=second["offset"], size=second["size"])
     with pytest.raises(m3leo_hf.AlignmentError, match=rf"hold samples \['{second['chip_id']}'\], the index says"):
         m3leo_hf.get_chip(str(region), first["chip_id"], ["s1grd"])
-    rewrite(region / "metadata" / "s1grd.parquet", first["chip_id"], offset=first["offset"] + 7, size=first["size"])
+    rewrite(index, first["chip_id"], offset=first["offset"] + 7, size=first["size"])
     with pytest.raises(m3leo_hf.ShardError, match=rf"{first['shard']}: cannot read sample 0 \({first['chip_id']}\)"):
         m3leo_hf.get_chip(str(region), first["chip_id"], ["s1grd"])
     (region / "metadata" / "chips.parquet").write_bytes(b"PAR1 not parquet")

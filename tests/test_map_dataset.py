@@ -61,14 +61,15 @@ def test_random_sampler_with_two_workers(built, selection):
     assert sorted(seen) == sorted(data.chip_ids) and seen != data.chip_ids
 
 
-def test_torchgeo_keys_and_transform(built):
-    data = m3leo_hf.M3LEODataset(str(built / "conus"), modalities=["s1grd", "esaworldcover"], split="val",
+@pytest.mark.parametrize("s1grd, esaworldcover", [("s1grd", "esaworldcover"), ("s1grd-2020", "esaworldcover-2020")])
+def test_torchgeo_keys_and_transform(built, s1grd, esaworldcover):
+    data = m3leo_hf.M3LEODataset(str(built / "conus"), modalities=[s1grd, esaworldcover], split="val",
                                  normalize=True, spatial_size=32, torchgeo=True,
                                  transform=lambda item: {**item, "seen": True})
     item = data[0]
     assert item["seen"] and item["image"].shape == (16, 32, 32) and item["image"].dtype == torch.float32
-    assert torch.equal(item["image"], item["s1grd"]) and torch.equal(item["mask"], item["esaworldcover"]["label"])
+    assert torch.equal(item["image"], item[s1grd]) and torch.equal(item["mask"], item[esaworldcover]["label"])
     assert item["crs"] == "EPSG:4326"
-    assert item["bounds"].tolist() == item["meta"]["s1grd"]["bounds"]
+    assert item["bounds"].tolist() == item["meta"][s1grd]["bounds"]
     with pytest.raises(ValueError, match="use a sampler"):
         m3leo_hf.M3LEODataset(str(built / "conus"), modalities=["s1grd"], batch_size=4)

@@ -20,13 +20,17 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import m3leo_hf
+from builders.registry import get_modality
 from byte_server import ByteServer
 from dataset_cards.card import write_card
 from tests.test_ddp_stream import free_port
 from tests.test_stream_data import source
 
 REGIONS = ("conus", "europe", "pakin")
-TREE = "esaworldcover_frac_10"
+TREE = "esaworldcover-2020_frac_10"
+SUMMARIZED = ("esaworldcover-2020", "srtmdem", "modis44b006veg", "ghsbuilts-2020", "biomass-2019", "biomass-2020",
+              "s2rgbm-2019", "s2rgbm-2020", "gunw-2020-01-01-2020-03-31", "gunw-2020-04-01-2020-06-30",
+              "gunw-2020-01", "s1grd-2019", "s1grd-2020")  # every year of each family with summaries
 
 
 def roots(built: Path) -> list[str]:
@@ -75,40 +79,43 @@ def test_summaries_equal_the_stored_arrays(built):
         region_dir = built / region
         for row in m3leo_hf.chips(str(region_dir)).to_pylist():
             chip = row["chip_id"]
-            for modality in ("esaworldcover", "srtmdem", "modis", "ghsbuilts", "biomass", "s2rgbm", "gunw", "s1grd"):
+            for modality in SUMMARIZED:
+                family, field = get_modality(modality).family, get_modality(modality).field
                 if f"has_{modality}" not in row:
-                    assert modality == "gunw" and region == "europe"
+                    assert family in ("gunw", "gunw_monthly") and region == "europe"
                     continue
                 sample = source(region_dir, modality)[chip]
                 assert row[f"has_{modality}"] == sample["json"]["available"]
                 if not sample["json"]["available"]:
                     continue
                 checked += 1
-                if modality == "esaworldcover":
-                    codes = sample[modality]
+                if family == "esaworldcover":
+                    codes = sample[field]
                     for code in (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100):
-                        assert row[f"esaworldcover_frac_{code}"] == pytest.approx((codes == code).sum() / (codes != 0).sum())
-                elif modality == "srtmdem":
-                    dem = sample[modality].view(np.int16).astype(np.float64)
+                        assert row[f"{modality}_frac_{code}"] == pytest.approx(
+                            (codes == code).sum() / (codes != 0).sum())
+                elif family == "srtmdem":
+                    dem = sample[field].view(np.int16).astype(np.float64)
                     assert row["srtmdem_elevation_mean"] == pytest.approx(dem[0].mean())
                     assert row["srtmdem_elevation_std"] == pytest.approx(dem[0].std())
                     assert row["srtmdem_slope_mean"] == pytest.approx(dem[1].mean())
-                elif modality == "modis":
-                    last = sample[modality][-1]
-                    assert row["modis_tree_cover_mean"] == pytest.approx(last[(last != 200) & (last != 253)].mean())
-                elif modality == "ghsbuilts":
-                    values = sample[modality]
-                    assert row["ghsbuilts_mean"] == pytest.approx(values[values != 65535].mean())
-                elif modality == "biomass":
-                    assert row["biomass_agb_mean"] == pytest.approx(np.nanmean(sample["agb"]))
-                elif modality == "s2rgbm":
-                    months = sample[modality].reshape(12, -1)
-                    assert row["s2rgbm_months_with_data"] == int((months != 0).any(axis=1).sum())
-                elif modality == "gunw":
-                    assert row["gunw_pairs"] == len(sample["json"]["dates"]["datepairs"])
-                    assert row["gunw_deltadays"] == sample["deltadays"].tolist()
-                    assert row["gunw_deltadays_max"] == sample["deltadays"].max()
-                    assert row["gunw_perpendicular_baseline_min"] == pytest.approx(
+                elif family == "modis":
+                    last = sample[field][-1]
+                    assert row[f"{modality}_tree_cover_mean"] == pytest.approx(
+                        last[(last != 200) & (last != 253)].mean())
+                elif family == "ghsbuilts":
+                    values = sample[field]
+                    assert row[f"{modality}_mean"] == pytest.approx(values[values != 65535].mean())
+                elif family == "biomass":
+                    assert row[f"{modality}_agb_mean"] == pytest.approx(np.nanmean(sample["agb"]))
+                elif family == "s2rgbm":
+                    months = sample[field].reshape(12, -1)
+                    assert row[f"{modality}_months_with_data"] == int((months != 0).any(axis=1).sum())
+                elif family in ("gunw", "gunw_monthly"):
+                    assert row[f"{modality}_pairs"] == len(sample["json"]["dates"]["datepairs"])
+                    assert row[f"{modality}_deltadays"] == sample["deltadays"].tolist()
+                    assert row[f"{modality}_deltadays_max"] == sample["deltadays"].max()
+                    assert row[f"{modality}_perpendicular_baseline_min"] == pytest.approx(
                         np.nanmin(sample["perpendicularbaseline"]))
                 per_chip = pq.read_table(region_dir / "metadata" / f"{modality}.parquet").to_pylist()
                 expected = next(r["nodata_fraction"] for r in per_chip if r["chip_id"] == chip)
@@ -175,7 +182,7 @@ def test_bad_selections_are_named(built):
 
 
 def test_selection_reads_only_the_selected_byte_ranges(built):
-    modalities = ["s1grd", "esaworldcover"]
+    modalities = ["s1grd-2020", "esaworldcover-2020"]  # config names: shard folders and metadata files
     threshold = tree_threshold(built)
     with ByteServer(built) as server:
         urls = [f"{server.url}/{r}" for r in REGIONS]
@@ -254,7 +261,7 @@ def test_selection_epochs_are_exact_under_two_ranks(built, carded, tmp_path, mon
         else:
             expected = selected_ids(built, lambda f: f.intersects(shapely.box(*selection["bbox"])))
             in_conus = set(conus[(conus.split == "train") & conus.intersects(shapely.box(*selection["bbox"]))].chip_id)
-        in_conus &= set(conus[conus.has_s1grd].chip_id)
+        in_conus &= set(conus[conus["has_s1grd-2020"]].chip_id)  # "s1grd" is its alias
         for kind, chosen in (("stream", expected), ("load", in_conus)):
             per_rank = [[c for batch in r[name][kind] for c in batch] for r in ranks]
             assert len(ranks[0][name][kind]) == len(ranks[1][name][kind]) > 0, f"{name} {kind}: unequal batches"

@@ -1,5 +1,5 @@
-"""``wids.ShardListDataset`` reads our per-split index (``metadata/<modality>.<split>.wids.json``) as given, from
-a local folder and over HTTP, and yields our samples."""
+"""``wids.ShardListDataset`` reads our per-split index (``metadata/<modality>.<split>.wids.json``, config-named:
+``s1grd-2020.train.wids.json``) as given, from a local folder and over HTTP, and yields our samples."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def check(dataset, region_dir, modality: str, split: str) -> None:
             assert sample[f".{field}.npy"].dtype == raw[field].dtype
 
 
-@pytest.mark.parametrize("modality,split", [("s1grd", "train"), ("gunw", "val"), ("esaworldcover", "test")])
+@pytest.mark.parametrize("modality,split", [("s1grd-2020", "train"), ("gunw-2020-01-01-2020-03-31", "val"),
+                                            ("esaworldcover-2020", "test"), ("s1grd-2019", "train")])
 def test_local_index(built, tmp_path, modality, split):
     region = built / "conus"
     index = region / "metadata" / f"{modality}.{split}.wids.json"
@@ -50,7 +51,7 @@ def test_local_index(built, tmp_path, modality, split):
 @pytest.mark.skipif(shutil.which("curl") is None, reason="wids downloads http(s) shards with curl")
 def test_http_index(built, tmp_path):
     with ByteServer(built) as server:
-        dataset = wids.ShardListDataset(f"{server.url}/pakin/metadata/s2rgbm.train.wids.json",
+        dataset = wids.ShardListDataset(f"{server.url}/pakin/metadata/s2rgbm-2020.train.wids.json",
                                         cache_dir=str(tmp_path), transformations=[DECODE])
-        assert all(s["url"].startswith(f"{server.url}/pakin/s2rgbm/train-") for s in dataset.shards)
-        check(dataset, built / "pakin", "s2rgbm", "train")
+        assert all(s["url"].startswith(f"{server.url}/pakin/s2rgbm-2020/train-") for s in dataset.shards)
+        check(dataset, built / "pakin", "s2rgbm-2020", "train")
