@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--dry-run", action="store_true")
     publish.add_argument("--keep-stale", action="store_true",
                          help="leave remote files that the region no longer has (default: delete them)")
+    publish.add_argument("--skip-unknown", action="store_true",
+                         help="leave out (and list) paths outside the dataset layout instead of refusing the region")
     publish.set_defaults(func=_publish)
 
     args = parser.parse_args(argv)
@@ -168,7 +170,8 @@ def _publish(args: argparse.Namespace) -> int:
 
     try:
         report = publish(args.region_dir, args.repo_id, endpoint=args.endpoint, token=args.token,
-                         revision=args.revision, dry_run=args.dry_run, prune=not args.keep_stale)
+                         revision=args.revision, dry_run=args.dry_run, prune=not args.keep_stale,
+                         skip_unknown=args.skip_unknown)
     except PublishError as exc:
         print(f"m3leo-shard publish: error: {exc}", file=sys.stderr)
         return 1
