@@ -266,9 +266,11 @@ def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *
     with the indexed size, and each payload buffer is sized from the index, never from the header.
 
     The shard's size on disk must be the indexed one (checked at every open: a truncated, replaced or
-    rebuilt shard fails before a byte of it is used). With ``verify`` the shard is read from byte 0, each
-    member's sha256 is checked against the index before its sample is yielded, and the whole shard's
-    sha256 is compared at its end (regions without per-member hashes: the shard is hashed first).
+    rebuilt shard fails before a byte of it is used), and each sample's json member must have its indexed
+    sha256 (a few KB per sample; the json holds the chip file's sha256, so a rebuilt chip is noticed
+    before it is yielded). With ``verify`` the shard is read from byte 0, every member's sha256 is checked
+    against the index before its sample is yielded, and the whole shard's sha256 is compared at its end
+    (regions without per-member hashes: the whole shard is hashed before anything is yielded).
     """
     per_member = verify and shard.member_sha256 is not None
     if verify and not per_member:
@@ -336,7 +338,7 @@ def _read_sample(reader: "RetryingReader", shard: ShardFile, keys: Sequence[str]
                              f"({size} bytes)") from None
         if len(data) < size:
             raise ShardError(f"{shard.url}: sample {index} ({key}): unexpected end of data in member {info.name}")
-        if verify:
+        if shard.member_sha256 is not None and (verify or name == "json"):  # json: a few KB, always
             digest = hashlib.sha256(data).hexdigest()
             if digest != shard.member_sha256[j]:
                 raise ShardError(f"{shard.url}: sha256 {digest} of member {info.name} (sample {index}) does not "
