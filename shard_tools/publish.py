@@ -283,11 +283,11 @@ def publish(
     try:
         return _publish(layout, region_dir, repo_id, HfApi(endpoint=endpoint, token=token), revision, dry_run,
                         max_files_per_commit, max_bytes_per_commit, max_folder_entries, prune)
+    except HfHubHTTPError as exc:  # before the transport errors: it may subclass OSError
+        raise PublishError(f"the Hub refused a request for {repo_id}: {_first_line(exc)}") from None
     except _network_errors() as exc:
         where = endpoint or os.environ.get("HF_ENDPOINT") or "huggingface.co"
         raise PublishError(f"cannot reach the Hub at {where}: {type(exc).__name__}: {_first_line(exc)}") from None
-    except HfHubHTTPError as exc:
-        raise PublishError(f"the Hub refused a request for {repo_id}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

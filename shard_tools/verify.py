@@ -171,6 +171,8 @@ def _check_unlisted(region_dir: Path, keys_by_modality: dict[str, dict[str, list
     for modality, shards in keys_by_modality.items():
         folder = region_dir / modality
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.is_symlink():
+                continue  # not a shard file; the layout check names it
             if SHARD_NAME.match(path.name) and f"{modality}/{path.name}" not in shards:
                 problems.append(f"{modality}/{path.name}: shard not listed in {modality}.shards.json")
             elif path.name.endswith(".tmp"):
