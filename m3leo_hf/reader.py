@@ -6,6 +6,10 @@ Local paths open with ``webdataset.gopen``; ``http(s)://`` URLs use ranged GET r
 reset, timeout, HTTP 429/5xx, a remote stream ending early) reopens the source at the current
 byte after ``BACKOFF_S * 2**k`` seconds, at most ``retries`` times in a row. A shard whose bytes
 are wrong raises ``ShardError`` naming the shard, the sample and the member; nothing is skipped.
+
+Nothing read is trusted: tar members are read where the (checked) index says, into buffers sized from
+the index; headers, ``.npy`` headers and sample JSON are checked against the index and
+``m3leo_hf.limits`` before anything is allocated from them (see ``docs/design.md`` §6).
 """
 
 from __future__ import annotations
