@@ -472,3 +472,42 @@ def test_member_hashes_are_recorded_by_the_build(clean):
         for member in row["members"]:
             payload = data[row["shard"]][member["offset"]:member["offset"] + member["size"]]
             assert member["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+# ------------------------------------------------------------------- the same checks through m3leo_hf.load
+
+LOAD = """
+import m3leo_hf
+try:
+    data = m3leo_hf.load({root!r}, "s1grd", "train", normalize={normalize!r}, spatial_size=448)
+    print("OK", sum(1 for _ in data))
+except m3leo_hf.ShardError as exc:
+    print("ShardError:", exc)
+"""
+
+
+def test_load_refuses_statistics_that_cannot_normalise(region):
+    edit_json(region / "metadata" / "s1grd.stats.json",
+              lambda stats: stats["splits"]["train"]["s1grd"]["std"].__setitem__(0, float("nan")))
+    result = run_limited(LOAD.format(root=str(region), normalize=True), limit_mb=LIMIT_MB, timeout_s=TIMEOUT_S)
+    refused(result, "load(normalize=True) with a NaN std",
+            r"s1grd\.stats\.json: refusing to normalise s1grd: field s1grd band winter_vvasc: std nan is not a finite")
+
+
+def test_load_refuses_an_array_beyond_the_declaration(region):
+    """Through stock ``datasets`` (which decodes the .npy itself): the 3000-band chip is refused by
+    ``load``'s decoder before the 448-px crop/pad."""
+    from dataset_cards.card import write_card
+
+    url = shard_with_samples(region, "s1grd")
+    index = available_index(region, "s1grd", url)
+
+    def edit(members):
+        members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.uint16))
+        return with_json(members, lambda info: info["fields"]["s1grd"].update(shape=[3000, 1, 1]))
+
+    key = rewrite_sample(region, "s1grd", url, index, edit)
+    write_card(region)
+    result = run_limited(LOAD.format(root=str(region), normalize=False), limit_mb=LIMIT_MB, timeout_s=TIMEOUT_S)
+    refused(result, "load() of a (3000, 1, 1) s1grd chip",
+            rf"sample '{key}': field s1grd: shape \[3000, 1, 1\] exceeds the plausible \[16, ")
