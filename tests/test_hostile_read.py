@@ -38,7 +38,7 @@ TIMEOUT_S = 120
 SHARD_MB = 0.12  # about three 32-px chips per shard
 
 STREAM = """
-import json, m3leo_hf
+import gc, json, m3leo_hf
 root, modalities, options, after = {root!r}, {modalities!r}, json.loads({options!r}), {after!r}
 seen = []
 try:
@@ -50,7 +50,11 @@ try:
 except m3leo_hf.ShardError as exc:
     print("ShardError:", exc)
     print("yielded:", json.dumps(seen))
+gc.collect()  # EXIT_GC
 """
+# EXIT_GC: after a ShardError raised while the index is read, a process that imported torch and pyarrow (26)
+# aborts at interpreter exit about every second run ("terminate called without an active exception"), after
+# its output is complete; collecting garbage before exit avoids it. An environment issue, reported to the lead.
 
 
 @pytest.fixture(scope="module")
@@ -483,6 +487,7 @@ try:
     print("OK", sum(1 for _ in data))
 except m3leo_hf.ShardError as exc:
     print("ShardError:", exc)
+import gc; gc.collect()  # EXIT_GC
 """
 
 
