@@ -15,8 +15,9 @@ from builders.declarations import Modality
 from m3leo_hf.collate import collate, to_torch
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
+from m3leo_hf.limits import FieldLimit, field_limits, stats_problems
 from m3leo_hf.ranged import read_runs
-from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
+from m3leo_hf.reader import AlignmentError, ShardError, decode, field_problem, load_json, read_bytes, read_samples
 from m3leo_hf.selection import Selection, Where, selected
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, declaration, pool_stats
 
@@ -83,6 +84,8 @@ class M3LEOStream(IterableDataset):
         self._explicit = None if rank is None else (rank, world_size)
         self._dist = self._explicit or (0, 1)
         self._placeholders: dict[str, dict] = {}
+        self._templates: dict[str, dict | None] = {}
+        self._field_limits: dict[str, dict[str, FieldLimit]] = {}
         self.epoch, self._consumed = 0, 0
         self._distribution()
 
@@ -204,12 +207,17 @@ class M3LEOStream(IterableDataset):
         out: dict = {"chip_id": shard.keys[index], "region": shard.region}
         meta = {"split": self.split, "shard": shard.name, "sample_index": index, "padding": padding}
         for modality, sample in raw.items():
-            arrays, info = decode(sample, shard.files[modality].url if modality in shard.files else shard.region)
+            url = shard.files[modality].url if modality in shard.files else shard.region
+            arrays, info = decode(sample, url, self._limits(modality))
             available = bool(info.get("available", bool(arrays)))
-            if available:
-                value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"))
-            else:
-                value = {k: v.copy() for k, v in self._placeholder(modality).items()}
+            try:
+                if available:
+                    value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"))
+                else:
+                    value = {k: v.copy() for k, v in self._placeholder(modality).items()}
+            except (TypeError, OverflowError, MemoryError, RecursionError) as exc:  # never a bare one from data
+                raise ShardError(f"{url}: sample {index} ({shard.keys[index]}): {modality}: "
+                                 f"{type(exc).__name__}: {exc}") from None
             field = self.declarations[modality].field
             out[modality] = value[field] if list(value) == [field] else value
             out[f"{modality}_available"] = available
@@ -240,21 +248,50 @@ class M3LEOStream(IterableDataset):
                    ) -> ModalityTransform:
         norm = modality in normalize if not isinstance(normalize, bool) else normalize
         size = spatial_size.get(modality) if isinstance(spatial_size, Mapping) else spatial_size
+        if norm:
+            for region in self.regions:
+                problems = stats_problems(region.stats[modality])
+                if problems:
+                    raise ShardError(f"{region.root}: metadata/{modality}.stats.json: refusing to normalise "
+                                     f"{modality}: {'; '.join(problems[:5])}")
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
         return ModalityTransform(self.declarations[modality], stats=stats, bands=(bands or {}).get(modality),
                                  normalize=norm,
                                  labels=labels, spatial_size=size, datepairs=datepairs)
 
+    def _template(self, modality: str) -> dict | None:
+        """``fields`` of the first chip that has ``modality`` (checked), or ``None`` when no chip has it."""
+        if modality not in self._templates:
+            location = next((r.templates[modality] for r in self.regions if r.templates[modality]), None)
+            fields = None
+            if location is not None:
+                url, offset, size = location
+                where = f"{url}: json member at byte {offset}"
+                info = load_json(read_bytes(url, offset=offset, size=size, retries=self.retries,
+                                            storage_options=self.storage_options), where)
+                fields = info.get("fields") if isinstance(info, dict) else None
+                problem = "no fields" if not isinstance(fields, dict) or not fields else next(
+                    filter(None, (field_problem(name, f) for name, f in fields.items())), None)
+                if problem:
+                    raise ShardError(f"{where} (the modality's template sample): {problem}")
+            self._templates[modality] = fields
+        return self._templates[modality]
+
+    def _limits(self, modality: str) -> dict[str, FieldLimit]:
+        """Plausible dtype and shape of each field of ``modality`` (``m3leo_hf.limits.field_limits``)."""
+        if modality not in self._field_limits:
+            spec = self.declarations[modality]
+            self._field_limits[modality] = field_limits(spec.stored_dtype, len(spec.band_names), spec.variable_axis,
+                                                        self._template(modality))
+        return self._field_limits[modality]
+
     def _placeholder(self, modality: str) -> dict:
         """Output for chips lacking ``modality``, shaped like the first chip that has it."""
         if modality not in self._placeholders:
-            location = next((r.templates[modality] for r in self.regions if r.templates[modality]), None)
-            if location is None:
+            fields = self._template(modality)
+            if fields is None:
                 raise ValueError(f"no chip of {self.roots} has {modality}: cannot shape its placeholders; "
                                  f"use missing='skip' or drop the modality")
-            url, offset, size = location
-            fields = json.loads(read_bytes(url, offset=offset, size=size, retries=self.retries,
-                                           storage_options=self.storage_options))["fields"]
             self._placeholders[modality] = self.transforms[modality].placeholder(fields)
         return self._placeholders[modality]
 

@@ -9,7 +9,6 @@ torch tensors. Everything else (``shuffle``, ``split_dataset_by_node``, ``take``
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -22,6 +21,8 @@ from m3leo_hf.collate import to_torch
 from m3leo_hf.hub_select import selected_dataset
 from m3leo_hf.planning import Equalize
 from m3leo_hf.selection import Selection, Where
+from m3leo_hf.limits import CHIP_ID, MAX_STATS_BYTES, MODALITY_NAME, FieldLimit, field_limits, stats_problems
+from m3leo_hf.reader import ShardError, load_json, sample_info_problem
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
@@ -58,7 +59,10 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
     source = os.fspath(region_or_repo)
     name = _shard_folder(source, modality, revision)
-    declared = Modality.from_json(_metadata_json(source, f"{name}.modality.json", revision))
+    try:
+        declared = Modality.from_json(_metadata_json(source, f"{name}.modality.json", revision))
+    except (ValueError, TypeError) as exc:
+        raise ShardError(f"{source}: metadata/{name}.modality.json: not a modality declaration: {exc}") from None
     stats = _train_stats(source, name, revision) if normalize else None
     transform = ModalityTransform(declared, stats=stats, bands=bands, normalize=normalize, labels=labels,
                                   spatial_size=spatial_size, datepairs=datepairs)
@@ -80,20 +84,46 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
 
 
 class _Decoder:
-    """Arrays of a sample, transformed, as tensors; ``read(sample)`` gives the arrays of an available sample."""
+    """Arrays of a sample, checked and transformed, as tensors; ``read(sample)`` gives the arrays of an
+    available sample. The key must be a chip id, the json usable, and the arrays must be what the json
+    says and within the limits of the modality (``m3leo_hf.limits``; the first available sample seen is
+    the template) before the transform allocates from them."""
 
     def __init__(self, transform: ModalityTransform, meta: bool, read: Callable[[dict], dict[str, np.ndarray]]):
         self.transform, self.meta, self.read = transform, meta, read
+        self.limits: dict[str, FieldLimit] | None = None
 
     def example(self, sample: dict) -> dict:
-        sample_meta = sample["json"]
+        sample_meta, key = sample["json"], sample["__key__"]
+        where = f"{sample.get('__url__', 'sample')}: sample {key!r:.40}"
+        if not isinstance(key, str) or not CHIP_ID.match(key):
+            raise ShardError(f"{where}: the key is not a 13-hex chip id")
+        problem = sample_info_problem(sample_meta, key)
+        if problem:
+            raise ShardError(f"{where}: json: {problem}")
         out: dict[str, Any] = {}
-        if sample_meta["available"]:
-            out.update(to_torch(self.transform(self.read(sample), sample_meta["fields"], sample_meta.get("dates"))))
+        if sample_meta.get("available"):
+            arrays = self._checked(self.read(sample), sample_meta.get("fields") or {}, where)
+            out.update(to_torch(self.transform(arrays, sample_meta["fields"], sample_meta.get("dates"))))
         out["__key__"] = sample["__key__"]
         if self.meta:
             out["json"] = sample_meta
         return out
+
+    def _checked(self, arrays: dict[str, np.ndarray], fields: Mapping, where: str) -> dict[str, np.ndarray]:
+        if self.limits is None:
+            spec = self.transform.modality
+            self.limits = field_limits(spec.stored_dtype, len(spec.band_names), spec.variable_axis, fields)
+        if sorted(arrays) != sorted(fields):
+            raise ShardError(f"{where}: arrays {sorted(arrays)} but its json lists fields {sorted(fields)}")
+        for name, array in arrays.items():
+            if fields[name].get("shape") != list(array.shape):
+                raise ShardError(f"{where}: field {name} is {list(array.shape)}, its json says {fields[name]['shape']}")
+            limit = self.limits.get(name)
+            problem = limit.problem(str(array.dtype), array.shape) if limit else None
+            if problem:
+                raise ShardError(f"{where}: field {name}: {problem}")
+        return arrays
 
     def batch(self, batch: dict) -> dict:
         rows = [self.example({key: values[i] for key, values in batch.items()})
@@ -145,26 +175,33 @@ def _metadata_json(source: str, name: str, revision: str | None) -> Any:
         from huggingface_hub import hf_hub_download
 
         path = Path(hf_hub_download(source, relative, repo_type="dataset", revision=revision))
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise ValueError(f"{source}: {relative}: not JSON: {exc}") from None
+    if path.stat().st_size > MAX_STATS_BYTES:
+        raise ShardError(f"{source}: {relative}: larger than {MAX_STATS_BYTES} bytes")
+    return load_json(path.read_bytes(), f"{source}: {relative}")
 
 
 def _shard_folder(source: str, config: str, revision: str | None) -> str:
     """The shard folder (and metadata name) of config ``config``: itself, or the modality it is an alias of."""
     index = _metadata_json(source, "modalities.json", revision)
-    if config in index.get("modalities", {}):
+    modalities = index.get("modalities", {}) if isinstance(index, dict) else {}
+    aliases = index.get("aliases", {}) if isinstance(index, dict) else {}
+    if not isinstance(modalities, dict) or not isinstance(aliases, dict):
+        raise ShardError(f"{source}: metadata/modalities.json: not a modalities index")
+    if config in modalities:
         return config
-    if config in index.get("aliases", {}):
-        return str(index["aliases"][config])
-    raise KeyError(f"{source} has no modality {config!r}; it has {sorted(index.get('modalities', {}))} "
-                   f"and aliases {sorted(index.get('aliases', {}))}")
+    if config in aliases and isinstance(aliases[config], str) and MODALITY_NAME.match(aliases[config]):
+        return aliases[config]
+    raise KeyError(f"{source} has no modality {config!r}; it has {sorted(modalities)} and aliases {sorted(aliases)}")
 
 
 def _train_stats(source: str, modality: str, revision: str | None) -> dict:
     """The ``train`` split statistics of ``metadata/<modality>.stats.json`` (local folder or Hub repo)."""
-    stats = _metadata_json(source, f"{modality}.stats.json", revision).get("splits", {}).get("train")
+    name = f"metadata/{modality}.stats.json"
+    published = _metadata_json(source, f"{modality}.stats.json", revision)
+    stats = published.get("splits", {}).get("train") if isinstance(published, dict) else None
     if not stats:
-        raise ValueError(f"{source}: metadata/{modality}.stats.json has no train statistics; use normalize=False")
+        raise ValueError(f"{source}: {name} has no train statistics; use normalize=False")
+    problems = stats_problems(stats)
+    if problems:
+        raise ShardError(f"{source}: {name}: refusing to normalise {modality}: {'; '.join(problems[:5])}")
     return stats

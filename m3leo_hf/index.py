@@ -9,17 +9,19 @@ split ``metadata/<modality>.modality.json`` (the declaration: what the values me
 from __future__ import annotations
 
 import io
-import json
+import tarfile
 import urllib.error
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from builders.declarations import Modality
-from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, join, read_bytes
+from m3leo_hf import limits
+from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, join, load_json, read_bytes
 
 COLUMNS = ["chip_id", "split", "shard", "sample_index", "offset", "size", "available", "members"]
 
@@ -59,10 +61,16 @@ class RegionIndex:
 
 def load_region(root: str, modalities: Sequence[str], split: str, *, retries: int = 3,
                 storage_options: Mapping | None = None) -> RegionIndex:
-    """Index of ``split`` in region ``root`` (local dir or URL) for ``modalities``."""
-    def fetch(name: str) -> bytes:
+    """Index of ``split`` in region ``root`` (local dir or URL) for ``modalities``.
+
+    Nothing in the metadata is trusted: sizes, counts, byte offsets, shard paths and chip ids are checked
+    against each other and against ``m3leo_hf.limits`` before anything is allocated from them; a defect is
+    a ``ShardError`` naming the file and what is wrong.
+    """
+    def fetch(name: str, limit: int) -> bytes:
         try:
-            return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options)
+            return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options,
+                              limit=limit)
         except OSError as exc:
             raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
 
@@ -71,19 +79,25 @@ def load_region(root: str, modalities: Sequence[str], split: str, *, retries: in
     for modality in modalities:
         stats[modality], templates[modality] = {}, None
         name = names.get(modality, modality)
+        where = f"{root}: metadata/{name}.shards.json"
         try:
-            index = json.loads(fetch(f"{name}.shards.json"))
+            index = load_json(fetch(f"{name}.shards.json", limits.MAX_INDEX_BYTES), where)
         except FileNotFoundError as exc:
             if not _absent(exc):
                 raise
             continue  # the region has no such modality (e.g. no GUNW over Europe): all chips lack it
-        region = region or index.get("name", root.rstrip("/").rsplit("/", 1)[-1]).split("/")[0]
+        entries = _shard_entries(index, where)
+        label = index.get("name")
+        region = region or (label if isinstance(label, str) else root.rstrip("/").rsplit("/", 1)[-1]).split("/")[0]
         declarations[modality] = _declaration(root, name, fetch)
-        table = pq.read_table(io.BytesIO(fetch(f"{name}.parquet")), columns=COLUMNS)
-        rows = table.filter(pc.equal(table["split"], split)).to_pylist()
-        per_modality[modality] = _shard_files(root, modality, index, rows, split)
-        stats[modality] = json.loads(fetch(f"{name}.stats.json")).get("splits", {}).get("train", {})
-        templates[modality] = _template(root, table.filter(table["available"]).slice(0, 1).to_pylist())
+        table = _read_rows(fetch(f"{name}.parquet", limits.MAX_PARQUET_BYTES),
+                           f"{root}: metadata/{name}.parquet", sum(e["nsamples"] for e in entries))
+        per_modality[modality] = _shard_files(root, name, entries, table, split)
+        stats_where = f"{root}: metadata/{name}.stats.json"
+        published = load_json(fetch(f"{name}.stats.json", limits.MAX_STATS_BYTES), stats_where)
+        train = published.get("splits", {}).get("train", {}) if isinstance(published, dict) else None
+        stats[modality] = train if isinstance(train, dict) else {}
+        templates[modality] = _template(root, name, entries, table)
     if not per_modality:
         raise FileNotFoundError(f"{root}: no metadata/<modality>.shards.json for any of {list(modalities)}; "
                                 f"is it a built region?")
@@ -93,54 +107,211 @@ def load_region(root: str, modalities: Sequence[str], split: str, *, retries: in
 
 def config_names(root: str, fetch) -> dict[str, str]:
     """``{config name or alias: shard-folder name}`` from ``metadata/modalities.json`` (empty when absent)."""
+    where = f"{root}: metadata/modalities.json"
     try:
-        index = json.loads(fetch("modalities.json"))
+        index = load_json(fetch("modalities.json", limits.MAX_INDEX_BYTES), where)
     except FileNotFoundError as exc:
         if not _absent(exc):
             raise
         return {}
-    except ValueError as exc:
-        raise ShardError(f"{root}: metadata/modalities.json: not JSON: {exc}") from None
-    if not isinstance(index, Mapping) or not isinstance(index.get("aliases", {}), Mapping):
-        raise ShardError(f"{root}: metadata/modalities.json: not a modalities index")
-    names = {str(alias): str(name) for alias, name in index.get("aliases", {}).items()}
+    aliases = index.get("aliases", {}) if isinstance(index, dict) else None
+    if not isinstance(aliases, dict) or not isinstance(index.get("modalities", {}), dict):
+        raise ShardError(f"{where}: not a modalities index")
+    names = {str(alias): str(name) for alias, name in aliases.items()}
     names.update({str(name): str(name) for name in index.get("modalities", {})})
+    bad = next((n for n in names.values() if not limits.MODALITY_NAME.match(n)), None)
+    if bad is not None:
+        raise ShardError(f"{where}: modality name {bad!r:.60} is not a shard folder name")
     return names
 
 
 def _declaration(root: str, name: str, fetch) -> Modality:
     """The declaration the region was built with, from ``metadata/<name>.modality.json``."""
+    where = f"{root}: metadata/{name}.modality.json"
     try:
-        return Modality.from_json(json.loads(fetch(f"{name}.modality.json")))
+        return Modality.from_json(load_json(fetch(f"{name}.modality.json", limits.MAX_INDEX_BYTES), where))
     except FileNotFoundError as exc:
         if not _absent(exc):
             raise
-        raise ShardError(f"{root}: metadata/{name}.modality.json missing: the region was built without "
-                         "declarations (rebuild it with this version)") from None
-    except ValueError as exc:
-        raise ShardError(f"{root}: metadata/{name}.modality.json: bad declaration: {exc}") from None
+        raise ShardError(f"{where}: missing: the region was built without declarations (rebuild it with this "
+                         "version)") from None
+    except (ValueError, TypeError) as exc:
+        raise ShardError(f"{where}: not a modality declaration: {exc}") from None
 
 
-def _shard_files(root: str, modality: str, index: Mapping, rows: list[dict], split: str) -> dict[str, tuple]:
-    """``{shard name: (ShardFile, keys, available)}`` for the split's shards of one modality."""
-    by_shard: dict[str, list[dict]] = {}
-    for row in rows:
-        by_shard.setdefault(row["shard"], []).append(row)
+def _shard_entries(index: object, where: str) -> list[dict]:
+    """The shard list of a ``shards.json``, each entry checked: a relative ``<modality>/<split>-NNNNNN.tar``
+    url inside the region, its split, integer counts and sizes that fit together, a sha256."""
+    shardlist = index.get("shardlist") if isinstance(index, dict) else None
+    if not isinstance(shardlist, list):
+        raise ShardError(f"{where}: no shardlist")
+    total = 0
+    for entry in shardlist:
+        if not isinstance(entry, dict):
+            raise ShardError(f"{where}: shard entry {entry!r:.80} is not an object")
+        url, nsamples, filesize = entry.get("url"), entry.get("nsamples"), entry.get("filesize")
+        if not isinstance(url, str) or not limits.SHARD_URL.match(url) or url.split("/")[1].split("-")[0] != entry.get("split"):
+            raise ShardError(f"{where}: shard url {url!r:.200} is not <modality>/<split>-NNNNNN.tar inside the "
+                             f"region (split {entry.get('split')!r:.20})")
+        if type(filesize) is not int or not 0 < filesize <= limits.MAX_SHARD_BYTES:
+            raise ShardError(f"{where}: {url}: filesize {filesize!r:.40} is not a plausible size")
+        if type(nsamples) is not int or not 0 <= nsamples <= filesize // limits.MIN_SAMPLE_BYTES:
+            raise ShardError(f"{where}: {url}: nsamples {nsamples!r:.40} does not fit a {filesize}-byte shard")
+        if not isinstance(entry.get("sha256"), str) or not limits.SHA256.match(entry["sha256"]):
+            raise ShardError(f"{where}: {url}: sha256 {entry.get('sha256')!r:.80} is not a sha256 digest")
+        total += nsamples
+    if total > limits.MAX_CHIPS_PER_REGION:
+        raise ShardError(f"{where}: {total} samples, more than the {limits.MAX_CHIPS_PER_REGION} a region may hold")
+    if len({e["url"] for e in shardlist}) != len(shardlist):
+        raise ShardError(f"{where}: a shard url is listed twice")
+    return shardlist
+
+
+def _read_rows(data: bytes, where: str, expected_rows: int) -> pa.Table:
+    """The index columns of a per-chip Parquet file whose footer agrees with the shard index: one row per
+    sample, at most ``MAX_MEMBERS_PER_SAMPLE`` members per row, a bounded decoded size."""
+    try:
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        meta = parquet.metadata
+        if meta.num_rows != expected_rows:
+            raise ShardError(f"{where}: {meta.num_rows} rows, the shard index lists {expected_rows} samples")
+        decoded = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        if decoded > limits.MAX_PARQUET_BYTES:
+            raise ShardError(f"{where}: {decoded} bytes decoded, more than {limits.MAX_PARQUET_BYTES}")
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                column = group.column(c)
+                if column.num_values > max(group.num_rows, 1) * limits.MAX_MEMBERS_PER_SAMPLE:
+                    raise ShardError(f"{where}: column {column.path_in_schema} holds {column.num_values} values "
+                                     f"for {group.num_rows} rows")
+        present = set(parquet.schema_arrow.names)
+        # read_table, not parquet.read(): with torch imported, ParquetFile.read() makes the process abort at
+        # exit now and then ("terminate called without an active exception"; pyarrow 26, torch 2.13)
+        table = pq.read_table(io.BytesIO(data), columns=[c for c in COLUMNS if c in present])
+    except ShardError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, MemoryError) as exc:
+        raise ShardError(f"{where}: unreadable: {exc}") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing or table.num_rows != expected_rows:
+        raise ShardError(f"{where}: missing columns {missing}" if missing else f"{where}: row count changed")
+    for name in COLUMNS:
+        if table[name].null_count and name not in ("members",):
+            raise ShardError(f"{where}: column {name} has null values")
+    # in Python: pyarrow's RE2 regex kernels, once used in a process that imported torch, abort it at exit
+    bad = next((v for v in table["chip_id"].to_pylist() if not limits.CHIP_ID.match(v)), None)
+    if bad is not None:
+        raise ShardError(f"{where}: chip id {bad!r:.40} is not 13 lower-case hex characters")
+    return table
+
+
+def _shard_files(root: str, modality: str, entries: list[dict], table: pa.Table, split: str) -> dict[str, tuple]:
+    """``{shard name: (ShardFile, keys, available, sample sizes)}`` for the split's shards of one modality."""
+    where = f"{root}: metadata/{modality}.parquet"
+    try:
+        table = table.filter(pc.equal(table["split"], split))
+        shard_of = table["shard"].to_pylist()
+        sample_index = table["sample_index"].to_numpy()
+        offsets, ids = table["offset"].to_numpy(), table["chip_id"].to_pylist()
+        sample_sizes = table["size"].to_numpy()
+        available = table["available"].to_numpy(zero_copy_only=False)
+        members = table["members"].combine_chunks()
+        counts = pc.list_value_length(members).fill_null(0).to_numpy(zero_copy_only=False)
+        first = np.concatenate([[0], np.cumsum(counts)])
+        flat = pc.list_flatten(members)
+        if flat.null_count or any(flat.field(f).null_count for f in ("name", "offset", "size")):
+            raise ShardError(f"{where}: a member entry has null values")
+        names = flat.field("name").to_pylist()
+        member_offsets = flat.field("offset").to_numpy(zero_copy_only=False)
+        member_sizes = flat.field("size").to_numpy(zero_copy_only=False)
+        digests = flat.field("sha256").to_pylist() if flat.type.get_field_index("sha256") >= 0 else None
+    except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
+        raise ShardError(f"{where}: index columns of unexpected types: {exc}") from None
+    by_shard: dict[str, list[int]] = {}
+    for row, shard in enumerate(shard_of):
+        by_shard.setdefault(shard, []).append(row)
     out = {}
-    for entry in sorted(index["shardlist"], key=lambda e: e["url"]):
+    for entry in sorted(entries, key=lambda e: e["url"]):
         if entry["split"] != split:
             continue
-        shard_rows = sorted(by_shard.get(entry["url"], []), key=lambda r: r["sample_index"])
-        if [r["sample_index"] for r in shard_rows] != list(range(entry["nsamples"])):
-            raise AlignmentError(f"{root}: {entry['url']}: {modality}.parquet lists {len(shard_rows)} samples, "
+        rows = np.array(by_shard.pop(entry["url"], []), dtype=np.int64)
+        if len(rows) != entry["nsamples"]:
+            raise AlignmentError(f"{root}: {entry['url']}: {modality}.parquet lists {len(rows)} samples, "
                                  f"{modality}.shards.json says {entry['nsamples']}")
-        name = entry["url"].rsplit("/", 1)[-1].removesuffix(".tar")
-        offsets = np.array([r["offset"] for r in shard_rows], dtype=np.int64)
-        file = ShardFile(join(root, entry["url"]), entry["filesize"], entry["sha256"], offsets)
-        out[name] = (file, tuple(r["chip_id"] for r in shard_rows),
-                     np.array([r["available"] for r in shard_rows], dtype=bool),
-                     np.array([r["size"] for r in shard_rows], dtype=np.int64))
+        rows = rows[np.argsort(sample_index[rows], kind="stable")]
+        if not np.array_equal(sample_index[rows], np.arange(len(rows))):
+            raise AlignmentError(f"{root}: {entry['url']}: {modality}.parquet sample_index values are not "
+                                 f"0..{len(rows) - 1}")
+        picked = np.concatenate([np.arange(first[r], first[r + 1]) for r in rows]) if len(rows) else np.zeros(0, int)
+        start = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.int64)
+        file = ShardFile(join(root, entry["url"]), entry["filesize"], entry["sha256"], offsets[rows].astype(np.int64),
+                         start, tuple(names[i] for i in picked), member_offsets[picked].astype(np.int64),
+                         member_sizes[picked].astype(np.int64),
+                         _digests(digests, picked))
+        keys = tuple(ids[r] for r in rows)
+        problem = layout_problem(file, keys)
+        if problem:
+            raise ShardError(f"{where}: {entry['url']}: {problem}")
+        out[entry["url"].rsplit("/", 1)[-1].removesuffix(".tar")] = (file, keys, available[rows].astype(bool),
+                                                                     sample_sizes[rows].astype(np.int64))
+    if by_shard:
+        raise ShardError(f"{where}: rows of split {split} name shards the shard index does not list: "
+                         f"{sorted(by_shard)[:5]}")
     return out
+
+
+def _digests(digests: list | None, picked: np.ndarray) -> tuple[str, ...] | None:
+    """Per-member sha256 of a shard; ``None`` unless every member has one (regions built before them)."""
+    chosen = tuple(digests[i] for i in picked) if digests is not None else ()
+    return chosen if chosen and all(d is not None for d in chosen) else None
+
+
+def layout_problem(file: ShardFile, keys: Sequence[str]) -> str | None:
+    """Why the indexed byte layout of a shard is impossible (overlapping or out-of-file members, sizes
+    over the limits, a member list that is not ``<field>.npy``... then ``json``), or ``None``."""
+    if len(set(keys)) != len(keys):
+        return "a chip id appears twice"
+    offsets, starts = file.offsets, file.member_start
+    if len(offsets) and (offsets[0] < 0 or np.any(np.diff(offsets) <= 0)):
+        return "sample offsets are not increasing"
+    end_of_previous = 0
+    for i, key in enumerate(keys):
+        span = range(int(starts[i]), int(starts[i + 1]))
+        names = [file.member_names[j] for j in span]
+        if not names or names[-1] != "json" or len(names) > limits.MAX_MEMBERS_PER_SAMPLE or not all(
+                isinstance(n, str) and limits.NPY_MEMBER.match(n) for n in names[:-1]) or len(set(names)) != len(names):
+            return f"sample {i} ({key}): members {names[:8]!r:.200} are not <field>.npy ... json"
+        if file.member_sha256 is not None and not all(
+                isinstance(file.member_sha256[j], str) and limits.SHA256.match(file.member_sha256[j]) for j in span):
+            return f"sample {i} ({key}): a member sha256 is not a digest"
+        position = int(offsets[i])
+        if position < end_of_previous:
+            return f"sample {i} ({key}) starts at byte {position}, inside the previous sample"
+        for j, name in zip(span, names):
+            offset, size = int(file.member_offsets[j]), int(file.member_sizes[j])
+            cap = limits.MAX_JSON_MEMBER_BYTES if name == "json" else limits.MAX_MEMBER_BYTES
+            if size < 0 or size > cap:
+                return f"sample {i} ({key}): member {name} of {size} bytes (limit {cap})"
+            if offset - tarfile.BLOCKSIZE < position or offset % tarfile.BLOCKSIZE or offset + size > file.filesize:
+                return f"sample {i} ({key}): member {name} at bytes {offset}..{offset + size} is outside its place"
+            position = offset + size
+        end_of_previous = position
+    return None
+
+
+def _template(root: str, modality: str, entries: list[dict], table: pa.Table) -> tuple[str, int, int] | None:
+    """Location (url, offset, size) of the json member of the region's first chip having ``modality``."""
+    rows = table.filter(table["available"]).slice(0, 1).to_pylist()
+    if not rows:
+        return None
+    sizes = {e["url"]: e["filesize"] for e in entries}
+    member = next((m for m in rows[0]["members"] or [] if m and m["name"] == "json"), None)
+    if (rows[0]["shard"] not in sizes or member is None or not 0 < member["size"] <= limits.MAX_JSON_MEMBER_BYTES
+            or not 0 <= member["offset"] <= sizes[rows[0]["shard"]] - member["size"]):
+        raise ShardError(f"{root}: metadata/{modality}.parquet: the json member of chip {rows[0]['chip_id']} "
+                         f"is not inside a listed shard")
+    return join(root, rows[0]["shard"]), member["offset"], member["size"]
 
 
 def _align(region: str, per_modality: Mapping[str, dict], modalities: Sequence[str]) -> tuple[AlignedShard, ...]:
@@ -166,13 +337,6 @@ def _align(region: str, per_modality: Mapping[str, dict], modalities: Sequence[s
                                     for m in modalities},
                                    {m: per_modality[m][name][3] for m in per_modality}))
     return tuple(shards)
-
-
-def _template(root: str, rows: list[dict]) -> tuple[str, int, int] | None:
-    if not rows:
-        return None
-    member = next(m for m in rows[0]["members"] if m["name"] == "json")
-    return join(root, rows[0]["shard"]), member["offset"], member["size"]
 
 
 def _absent(exc: BaseException) -> bool:

@@ -6,6 +6,10 @@ Local paths open with ``webdataset.gopen``; ``http(s)://`` URLs use ranged GET r
 reset, timeout, HTTP 429/5xx, a remote stream ending early) reopens the source at the current
 byte after ``BACKOFF_S * 2**k`` seconds, at most ``retries`` times in a row. A shard whose bytes
 are wrong raises ``ShardError`` naming the shard, the sample and the member; nothing is skipped.
+
+Nothing read is trusted: tar members are read where the (checked) index says, into buffers sized from
+the index; headers, ``.npy`` headers and sample JSON are checked against the index and
+``m3leo_hf.limits`` before anything is allocated from them (see ``docs/design.md`` §6).
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 import fsspec
 import numpy as np
 from webdataset.gopen import gopen
-from webdataset.tariterators import group_by_keys
+
+from m3leo_hf.limits import FieldLimit, shape_problem
 
 BACKOFF_S = 0.5
 CHUNK = 1 << 20
+SKIP_READ = 1 << 20  # gaps up to this are read through; longer ones reopen the source at the target byte
 
 
 class ShardError(RuntimeError):
@@ -92,9 +98,10 @@ class RetryingReader(io.RawIOBase):
     errors; optionally hashes everything read (``sha256``)."""
 
     def __init__(self, url: str, offset: int = 0, *, size: int | None = None, retries: int = 3,
-                 storage_options: Mapping | None = None, sha256: bool = False):
+                 storage_options: Mapping | None = None, sha256: bool = False, expected_size: int | None = None):
         super().__init__()
         self.url, self.position, self.size, self.retries = url, offset, size, retries
+        self.expected_size = expected_size
         self.storage_options = storage_options
         self.hash = hashlib.sha256() if sha256 else None
         self._stream: BinaryIO | None = None
@@ -123,10 +130,14 @@ class RetryingReader(io.RawIOBase):
             try:
                 if self._stream is None:
                     self._stream = open_source(self.url, self.position, self.storage_options)
+                    self._check_size()
                 result = operation(self._stream)
                 if not result and n and self.size is not None and self.position < self.size and is_url(self.url):
                     raise _RemoteEOF(f"stream ended at byte {self.position} of {self.size}")
                 return result
+            except ShardError:
+                self._drop()
+                raise
             except Exception as exc:  # noqa: BLE001 - classified below
                 self._drop()
                 if not _transient(exc) or attempt == self.retries:
@@ -138,6 +149,26 @@ class RetryingReader(io.RawIOBase):
         self.position += len(data)
         if self.hash is not None:
             self.hash.update(data)
+
+    def _check_size(self) -> None:
+        """The opened source must have ``expected_size`` bytes (when its size can be known)."""
+        total = _total_size(self._stream, self.position)
+        if self.expected_size is not None and total is not None and total != self.expected_size:
+            raise ShardError(f"{self.url}: {total} bytes on disk, the index says {self.expected_size}: "
+                             f"truncated, replaced or rebuilt since the index was read")
+
+    def skip(self, n: int) -> None:
+        """Advance ``n`` bytes: read through (and hash) short gaps, reopen at the target after long ones."""
+        if n > SKIP_READ and self.hash is None:
+            self._drop()
+            self.position += n
+            return
+        scratch = np.empty(min(n, CHUNK), dtype=np.uint8)
+        while n:
+            count = self.readinto(scratch[:min(n, len(scratch))])
+            if not count:
+                return
+            n -= count
 
     def drain(self) -> None:
         """Read (and hash) to the end of the source."""
@@ -157,6 +188,25 @@ class RetryingReader(io.RawIOBase):
             self._stream = None
 
 
+def _total_size(stream: Any, offset: int) -> int | None:
+    """Size of the whole source behind an opened ``stream`` (HTTP headers, fsspec ``size``, ``fstat``), if known."""
+    headers = getattr(stream, "headers", None)
+    if headers is not None and hasattr(stream, "status"):  # an http.client response
+        content_range, length = headers.get("Content-Range", ""), headers.get("Content-Length", "")
+        if content_range.rpartition("/")[2].isdigit():
+            return int(content_range.rpartition("/")[2])
+        if length.isdigit():
+            return int(length) + (offset if stream.status == 206 else 0)
+        return None
+    size = getattr(stream, "size", None)
+    if isinstance(size, int):
+        return size
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
 def _fill(stream: BinaryIO, view: memoryview) -> int:
     """``stream.readinto(view)``, or a read and a copy for streams without ``readinto``."""
     if hasattr(stream, "readinto"):
@@ -167,9 +217,12 @@ def _fill(stream: BinaryIO, view: memoryview) -> int:
 
 
 def read_bytes(url: str, *, retries: int = 3, storage_options: Mapping | None = None,
-               offset: int = 0, size: int = -1) -> bytes:
-    """``size`` bytes of ``url`` from ``offset`` (all of it by default), with retries."""
+               offset: int = 0, size: int = -1, limit: int | None = None) -> bytes:
+    """``size`` bytes of ``url`` from ``offset`` (all of it by default), with retries; more than ``limit``
+    bytes (reading everything) is a ``ShardError``, found without reading past ``limit + 1`` bytes."""
     chunks, total = [], 0
+    if size < 0 and limit is not None:
+        size = limit + 1
     with RetryingReader(url, offset, retries=retries, storage_options=storage_options) as reader:
         while size < 0 or total < size:
             chunk = reader.read(CHUNK if size < 0 else min(CHUNK, size - total))
@@ -177,86 +230,132 @@ def read_bytes(url: str, *, retries: int = 3, storage_options: Mapping | None = 
                 break
             chunks.append(chunk)
             total += len(chunk)
+    if limit is not None and total > limit:
+        raise ShardError(f"{url}: larger than {limit} bytes, the limit for this file")
     return b"".join(chunks)
+
+
+def load_json(data: bytes | memoryview | np.ndarray, where: str) -> Any:
+    """Parsed JSON of ``data``; invalid, too deeply nested or numerically absurd JSON is a ``ShardError``."""
+    try:
+        return json.loads(bytes(data))
+    except RecursionError:
+        raise ShardError(f"{where}: JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{where}: not valid JSON: {exc}") from None
 
 
 @dataclass(frozen=True)
 class ShardFile:
-    """One modality's tar of an aligned shard, as its index describes it."""
+    """One modality's tar of an aligned shard, as its index describes it (checked by ``m3leo_hf.index``):
+    per sample its first header byte (``offsets``) and members ``member_start[i]:member_start[i + 1]`` of
+    the flat member arrays (name as ``<field>.npy`` / ``json``, data offset, size, sha256 or ``None`` for
+    regions built before per-member hashes)."""
 
     url: str
     filesize: int
     sha256: str
     offsets: np.ndarray
+    member_start: np.ndarray
+    member_names: tuple[str, ...]
+    member_offsets: np.ndarray
+    member_sizes: np.ndarray
+    member_sha256: tuple[str, ...] | None
 
 
 def read_samples(shard: ShardFile, keys: Sequence[str], wanted: Sequence[int], *, verify: bool = False,
                  retries: int = 3, storage_options: Mapping | None = None) -> Iterator[tuple[int, dict]]:
-    """Raw samples (``{"__key__", "<field>.npy": bytes, "json": bytes}``) at the increasing sample
-    indices ``wanted``, checking every key read against ``keys`` (the index's chip ids).
+    """Raw samples (``{"__key__", "<field>.npy": uint8 array, "json": uint8 array}``) at the increasing
+    sample indices ``wanted``, read where the index says: each tar header must name the indexed member
+    with the indexed size, and each payload buffer is sized from the index, never from the header.
 
-    Reading starts at the first wanted sample's byte offset, or at byte 0 with ``verify``, which
-    also reads the shard to its end and compares its sha256 with the index.
+    The shard's size on disk must be the indexed one (checked at every open: a truncated, replaced or
+    rebuilt shard fails before a byte of it is used), and each sample's json member must have its indexed
+    sha256 (a few KB per sample; the json holds the chip file's sha256, so a rebuilt chip is noticed
+    before it is yielded). With ``verify`` the shard is read from byte 0, every member's sha256 is checked
+    against the index before its sample is yielded, and the whole shard's sha256 is compared at its end
+    (regions without per-member hashes: the whole shard is hashed before anything is yielded).
     """
-    first = wanted[0]
-    start = 0 if verify else first
-    reader = RetryingReader(shard.url, int(shard.offsets[start]) if start else 0, size=shard.filesize,
-                            retries=retries, storage_options=storage_options, sha256=verify)
-    members = _Tracked(tar_members(reader), shard.url)
-    want = iter(wanted)
-    target = next(want)
-    index = start
+    per_member = verify and shard.member_sha256 is not None
+    if verify and not per_member:
+        _verify_whole(shard, retries, storage_options)
+    start = 0 if per_member else int(shard.offsets[wanted[0]])
+    reader = RetryingReader(shard.url, start, size=shard.filesize, retries=retries,
+                            storage_options=storage_options, sha256=per_member, expected_size=shard.filesize)
+    index = wanted[0]
     try:
-        for sample in group_by_keys(members):
-            if index >= len(keys) or sample["__key__"] != keys[index]:
-                expected = keys[index] if index < len(keys) else "the end of the shard"
-                raise AlignmentError(f"{shard.url}: sample {index} is {sample['__key__']!r}, "
-                                     f"the index says {expected!r}")
-            if index == target:
-                yield index, sample
-                target = next(want, None)
-                if target is None:
-                    break
-            index += 1
-        if target is not None:
-            raise ShardError(f"{shard.url}: ended after sample {index - 1} (member {members.last!r}); "
-                             f"sample {target} of {len(keys)} is missing: truncated or corrupt shard")
-        if verify:
+        for index in wanted:
+            yield index, _read_sample(reader, shard, keys, index, per_member)
+        if per_member:
             reader.drain()
-            digest = reader.hash.hexdigest()
-            if digest != shard.sha256:
-                raise ShardError(f"{shard.url}: sha256 {digest} does not match the index ({shard.sha256}): "
-                                 f"corrupt or changed shard")
-    except (tarfile.TarError, ValueError, OSError, EOFError) as exc:
-        where = f"after member {members.last!r}" if members.last else "in its first member"
-        raise ShardError(f"{shard.url}: cannot read sample {index} ({keys[index] if index < len(keys) else '?'}) "
-                         f"{where}: {exc}") from exc
+            _check_digest(shard, reader.hash.hexdigest())
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        key = keys[index] if index < len(keys) else "?"
+        raise ShardError(f"{shard.url}: cannot read sample {index} ({key}): {exc}") from exc
     finally:
         reader.close()
 
 
-def tar_members(reader: RetryingReader) -> Iterator[dict]:
-    """Members ``{"fname", "data"}`` of an uncompressed USTAR tar of regular files (a shard) read
-    sequentially from ``reader``; each payload is read in one call into its own uninitialised uint8
-    array, so ``.npy`` members decode without a copy. A header failing its checksum, any other member
-    type (directories, links, pax/GNU extensions) or a payload cut short raises ``tarfile.ReadError``."""
-    while True:
+def _verify_whole(shard: ShardFile, retries: int, storage_options: Mapping | None) -> None:
+    with RetryingReader(shard.url, 0, size=shard.filesize, retries=retries, storage_options=storage_options,
+                        sha256=True, expected_size=shard.filesize) as reader:
+        reader.drain()
+        _check_digest(shard, reader.hash.hexdigest())
+
+
+def _check_digest(shard: ShardFile, digest: str) -> None:
+    if digest != shard.sha256:
+        raise ShardError(f"{shard.url}: sha256 {digest} does not match the index ({shard.sha256}): "
+                         f"corrupt or changed shard")
+
+
+def _read_sample(reader: "RetryingReader", shard: ShardFile, keys: Sequence[str], index: int, verify: bool) -> dict:
+    """The members of sample ``index``, each checked against the index (name, size, with ``verify`` sha256)."""
+    key = keys[index]
+    sample: dict = {"__key__": key, "__url__": shard.url}
+    for j in range(int(shard.member_start[index]), int(shard.member_start[index + 1])):
+        name, offset, size = shard.member_names[j], int(shard.member_offsets[j]), int(shard.member_sizes[j])
+        _skip_to(reader, offset - tarfile.BLOCKSIZE, shard.url, index)
         header = _read_exact(reader, tarfile.BLOCKSIZE)
-        if not len(header):
-            return
+        if len(header) < tarfile.BLOCKSIZE:
+            raise ShardError(f"{shard.url}: sample {index} ({key}): unexpected end of data before member {name}")
         try:
             info = tarfile.TarInfo.frombuf(header.tobytes(), tarfile.ENCODING, "surrogateescape")
-        except tarfile.EOFHeaderError:  # the end-of-archive zero block
-            return
         except tarfile.HeaderError as exc:
-            raise tarfile.ReadError(f"invalid header at byte {reader.position - len(header)}: {exc}") from None
+            raise ShardError(f"{shard.url}: sample {index} ({key}): invalid header at byte "
+                             f"{offset - tarfile.BLOCKSIZE}: {exc}") from None
+        expected = f"{key}.{name}"
+        if info.name != expected:
+            found = info.name.split(".", 1)[0]
+            error = AlignmentError if found != key else ShardError
+            raise error(f"{shard.url}: sample {index} is {found!r}, the index says {key!r} "
+                        f"(member {info.name!r}, expected {expected!r})")
         if not info.isreg():
-            raise tarfile.ReadError(f"member {info.name}: type {info.type!r} is not a regular file")
-        data = _read_exact(reader, info.size)
-        padding = -info.size % tarfile.BLOCKSIZE
-        if len(data) < info.size or len(_read_exact(reader, padding)) < padding:
-            raise tarfile.ReadError(f"unexpected end of data in member {info.name}")
-        yield {"fname": info.name, "data": data}
+            raise ShardError(f"{shard.url}: member {info.name}: type {info.type!r} is not a regular file")
+        if info.size != size:
+            raise ShardError(f"{shard.url}: sample {index} ({key}): tar header of {info.name} says {info.size} "
+                             f"bytes, the index says {size}: corrupt or changed shard")
+        try:
+            data = _read_exact(reader, size)
+        except MemoryError:
+            raise ShardError(f"{shard.url}: sample {index} ({key}): no memory for member {info.name} "
+                             f"({size} bytes)") from None
+        if len(data) < size:
+            raise ShardError(f"{shard.url}: sample {index} ({key}): unexpected end of data in member {info.name}")
+        if shard.member_sha256 is not None and (verify or name == "json"):  # json: a few KB, always
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != shard.member_sha256[j]:
+                raise ShardError(f"{shard.url}: sha256 {digest} of member {info.name} (sample {index}) does not "
+                                 f"match the index ({shard.member_sha256[j]}): corrupt or changed shard")
+        sample[name] = data
+    return sample
+
+
+def _skip_to(reader: "RetryingReader", position: int, url: str, index: int) -> None:
+    if position < reader.position:
+        raise ShardError(f"{url}: sample {index}: the index puts a member at byte {position}, before byte "
+                         f"{reader.position} already read")
+    reader.skip(position - reader.position)
 
 
 def _read_exact(reader: RetryingReader, size: int) -> np.ndarray:
@@ -271,32 +370,19 @@ def _read_exact(reader: RetryingReader, size: int) -> np.ndarray:
     return buffer
 
 
-class _Tracked:
-    """Passes tar members through, remembering the last member name (for error messages)."""
-
-    def __init__(self, members: Iterator[dict], url: str):
-        self.members, self.url, self.last = members, url, None
-
-    def __iter__(self) -> Iterator[dict]:
-        for member in self.members:
-            self.last = member["fname"]
-            member["__url__"] = self.url
-            yield member
-
-
-def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
+def decode(sample: Mapping, url: str, limits: Mapping[str, FieldLimit] | None = None
+           ) -> tuple[dict[str, np.ndarray], dict]:
     """Arrays of the ``.npy`` members and the parsed ``json`` member of a raw sample; the arrays must be
     exactly the json's ``fields``, with its dtypes and shapes (so a changed ``.npy`` header cannot
-    reinterpret values silently) and a ``view_as`` of the same item size."""
+    reinterpret values silently), a ``view_as`` of the same item size, and within ``limits`` (per field,
+    from ``m3leo_hf.limits.field_limits``) before any transform allocates from them."""
     key = sample["__key__"]
-    try:
-        info = json.loads(bytes(sample["json"]))
-    except KeyError:
-        raise ShardError(f"{url}: sample {key!r} has no json member") from None
-    except ValueError as exc:
-        raise ShardError(f"{url}: member {key}.json is not valid JSON: {exc}") from None
-    if not isinstance(info, dict):
-        raise ShardError(f"{url}: member {key}.json is not a JSON object")
+    if "json" not in sample:
+        raise ShardError(f"{url}: sample {key!r} has no json member")
+    info = load_json(sample["json"], f"{url}: member {key}.json")
+    problem = sample_info_problem(info, key)
+    if problem:
+        raise ShardError(f"{url}: member {key}.json: {problem}")
     arrays = {}
     for name, data in sample.items():
         if name.endswith(".npy"):
@@ -305,18 +391,64 @@ def decode(sample: Mapping, url: str) -> tuple[dict[str, np.ndarray], dict]:
             except ValueError as exc:
                 raise ShardError(f"{url}: member {key}.{name} is not a valid .npy array: {exc}") from None
     fields = info.get("fields") or {}
-    if not isinstance(fields, dict) or sorted(arrays) != sorted(fields):
+    if sorted(arrays) != sorted(fields):
         raise ShardError(f"{url}: sample {key}: .npy members {sorted(arrays)} but its json lists fields "
-                         f"{sorted(fields) if isinstance(fields, dict) else fields!r}")
+                         f"{sorted(fields)}")
     for name, array in arrays.items():
-        field = fields[name] if isinstance(fields[name], dict) else {}
+        field = fields[name]
         if field.get("dtype") != str(array.dtype) or field.get("shape") != list(array.shape):
             raise ShardError(f"{url}: member {key}.{name}.npy is {array.dtype} {list(array.shape)}, its json "
                              f"says {field.get('dtype')} {field.get('shape')}")
         if field.get("view_as") is not None and _itemsize(field["view_as"]) != array.dtype.itemsize:
             raise ShardError(f"{url}: sample {key}: field {name} has view_as {field['view_as']!r}, not a "
                              f"{array.dtype.itemsize}-byte dtype")
+        limit = (limits or {}).get(name)
+        problem = limit.problem(str(array.dtype), array.shape) if limit else None
+        if problem:
+            raise ShardError(f"{url}: member {key}.{name}.npy: {problem}")
     return arrays, info
+
+
+def sample_info_problem(info: Any, key: str) -> str | None:
+    """Why a sample's parsed json cannot be used (its types, chip id and field descriptions), or ``None``."""
+    if not isinstance(info, dict):
+        return "not a JSON object"
+    if info.get("chip_id", key) != key:
+        return f"chip_id {info.get('chip_id')!r} is not the sample key {key!r}"
+    if not isinstance(info.get("available", False), bool):
+        return f"available is {info.get('available')!r}, not true/false"
+    if not isinstance(info.get("dates") or {}, dict):
+        return "dates is not an object"
+    fields = info.get("fields") or {}
+    if not isinstance(fields, dict):
+        return "fields is not an object"
+    return next(filter(None, (field_problem(name, field) for name, field in fields.items())), None)
+
+
+def field_problem(name: str, field: Any) -> str | None:
+    """Why a field description (dtype, shape, dims, band_names, nodata, view_as) is unusable, or ``None``."""
+    if not isinstance(field, dict):
+        return f"field {name!r} is not an object"
+    shape_error = shape_problem(field.get("shape"))
+    if shape_error:
+        return f"field {name}: {shape_error}"
+    if not isinstance(field.get("dtype"), str) or _itemsize(field["dtype"]) is None:
+        return f"field {name}: dtype {field.get('dtype')!r} is not a numpy dtype"
+    for key in ("dims", "band_names"):
+        value = field.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return f"field {name}: {key} is not a list of strings"
+    nodata = field.get("nodata")
+    if nodata is not None and not isinstance(nodata, (int, float, str)) or isinstance(nodata, bool):
+        return f"field {name}: nodata {nodata!r} is not a number"
+    if isinstance(nodata, str):
+        try:
+            float(nodata)
+        except ValueError:
+            return f"field {name}: nodata {nodata!r} is not a number"
+    if field.get("view_as") is not None and not isinstance(field["view_as"], str):
+        return f"field {name}: view_as {field['view_as']!r} is not a dtype name"
+    return None
 
 
 def _itemsize(name: object) -> int | None:
@@ -334,7 +466,15 @@ def npy_array(data: bytes | bytearray | np.ndarray) -> np.ndarray:
         raise ValueError("not a version 1.0 or 2.0 .npy payload")
     width = 2 if view[6] == 1 else 4
     start = 8 + width + int.from_bytes(view[8:8 + width], "little")
+    if start > len(view):
+        raise ValueError(f"header of {start} bytes in a {len(view)}-byte member")
     shape, dtype = _npy_header(bytes(view[:start]))
+    problem = shape_problem(list(shape))
+    if problem:
+        raise ValueError(f"header claims {problem}")
+    if math.prod(shape) * dtype.itemsize != len(view) - start:
+        raise ValueError(f"header claims {dtype} {list(shape)} ({math.prod(shape) * dtype.itemsize} bytes), "
+                         f"the member holds {len(view) - start} bytes of data")
     return np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start).reshape(shape)
 
 

@@ -81,10 +81,15 @@ def normalize(array: np.ndarray, mean: np.ndarray, std: np.ndarray, invalid: np.
 
 
 def class_labels(codes: np.ndarray, class_codes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Class index map (int64, ``IGNORE_INDEX`` for other codes) and multi-hot presence (float32)."""
-    lookup = np.full(max(int(codes.max(initial=0)), max(class_codes)) + 1, IGNORE_INDEX, dtype=np.int64)
+    """Class index map (int64, ``IGNORE_INDEX`` for every other code, negative or huge ones included) and
+    multi-hot presence (float32); the lookup table spans the class codes only."""
+    top = max(class_codes)
+    lookup = np.full(top + 1, IGNORE_INDEX, dtype=np.int64)
     lookup[list(class_codes)] = np.arange(len(class_codes))
-    label = lookup[codes.astype(np.int64)]
+    if codes.dtype.kind == "f":
+        codes = np.where(np.isfinite(codes) & (codes == np.round(codes)), codes, -1)
+    known = (codes >= 0) & (codes <= top)
+    label = np.where(known, lookup[np.where(known, codes, 0).astype(np.int64)], IGNORE_INDEX)
     presence = np.zeros(len(class_codes), dtype=np.float32)
     present = np.unique(label)
     presence[present[present != IGNORE_INDEX]] = 1.0

@@ -307,7 +307,7 @@ def _row(task: ShardTask, chip: Chip, source: Source, position: int, extent, enc
         "area_km2": clean_float(chip.area_km2),
         "shard": f"{task.modality}/{task.shard.filename}", "shard_index": task.shard.index,
         "sample_index": position, "offset": extent.offset, "size": extent.size,
-        "members": [{"name": m.name, "offset": m.offset, "size": m.size} for m in extent.members],
+        "members": [{"name": m.name, "offset": m.offset, "size": m.size, "sha256": m.sha256} for m in extent.members],
         "available": encoded.available, "missing_reason": encoded.missing_reason,
         "nodata_fraction": encoded.nodata_fraction, "summary": encoded.summary,
         "source_file": source.name or None, "source_size": source.size,

@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--keep-stale", action="store_true",
                          help="leave remote files that the region no longer has (default: delete them)")
     publish.add_argument("--quiet", action="store_true", help="no progress bars")
+    publish.add_argument("--skip-unknown", action="store_true",
+                         help="leave out (and list) paths outside the dataset layout instead of refusing the region")
     publish.set_defaults(func=_publish)
     return parser
 
@@ -278,7 +280,7 @@ def _publish(args: argparse.Namespace) -> int:
     try:
         report = publish(args.region_dir, args.repo_id, endpoint=args.endpoint, token=args.token,
                          revision=args.revision, dry_run=args.dry_run, prune=not args.keep_stale,
-                         license=args.license, progress=_progress(args))
+                         license=args.license, progress=_progress(args), skip_unknown=args.skip_unknown)
     except PublishError as exc:
         print(f"m3leo-shard publish: error: {exc}", file=sys.stderr)
         return 1

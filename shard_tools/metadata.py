@@ -19,7 +19,7 @@ from shard_tools.tarwriter import atomic_write_bytes
 
 DECLARATION_SUFFIX = ".modality.json"
 
-MEMBER = pa.struct([("name", pa.string()), ("offset", pa.int64()), ("size", pa.int64())])
+MEMBER = pa.struct([("name", pa.string()), ("offset", pa.int64()), ("size", pa.int64()), ("sha256", pa.string())])
 CHIP_ROW_SCHEMA = pa.schema([
     ("chip_id", pa.string()), ("region", pa.string()), ("split", pa.string()),
     ("lon", pa.float64()), ("lat", pa.float64()),

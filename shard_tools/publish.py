@@ -1,23 +1,32 @@
 """Publish a built region folder to a Hugging Face dataset repo, resumably.
 
-Every file of the region except ``.build/`` and temp files is compared with the remote tree (sha256 for LFS
-files, git blob sha1 for regular ones; only when the sizes match) and what is missing or different is
-committed in batches under the Hub limits. Each commit is atomic, so a re-run after an interruption uploads
-only what did not land. ``README.md`` goes in the last commit: the card appears only once the data is there.
-Stale remote files inside the folders the region publishes (e.g. shards of an earlier, larger build, which
+Only the documented dataset layout is published (``LAYOUT``: ``README.md``, ``croissant.json``,
+``<modality>/<split>-NNNNNN.tar``, ``metadata/*.parquet|*.json``, ``quicklooks/*.png``), as regular files.
+Build state (``.build/``, ``.<name>.tmp`` leftovers of atomic writes) is left out. Anything else (dotfiles
+such as ``.env``, hidden folders such as ``.git/``, symlinks wherever they point, FIFOs, unknown files) makes
+``publish`` refuse the region with the list; ``skip_unknown=True`` (``--skip-unknown``) leaves them out and
+reports them instead. Every published file is compared with the remote tree (sha256 for LFS files, git blob
+sha1 for regular ones; only when the sizes match) and what is missing or different is committed in batches
+under the Hub limits. Each commit is atomic, so a re-run after an interruption uploads only what did not
+land. ``README.md`` goes in the last commit: the card appears only once the data is there. Stale remote
+files inside the folders the region publishes (e.g. shards of an earlier, larger build, which
 ``load_dataset``'s globs would still read) are deleted in that last commit unless ``prune=False``; other
 remote-only files are reported and left in place. The dataset licence is never defaulted: the region's card
-must declare one (``m3leo-shard card --license``), and a ``license`` given here must equal it.
+must declare one (``m3leo-shard card --license``), and a ``license`` given here must equal it. A Hub that cannot
+be reached or answers with an error is one ``PublishError`` line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
+import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -33,7 +42,12 @@ Verifier = Callable[[Path], list[str]]
 
 CARD = "README.md"
 MAX_FOLDER_ENTRIES = 10_000  # Hub recommendation: fewer than 10k entries per folder
-EXCLUDED_DIRS = (".build",)
+BUILD_STATE_DIR = ".build"
+BUILD_TEMP = re.compile(r"^\.[^/]+\.tmp$")  # leftovers of tarwriter.atomic_write_bytes / an interrupted shard
+LAYOUT = re.compile(r"^(README\.md|croissant\.json|[a-z0-9][a-z0-9_-]*/(train|val|test)-\d{6}\.tar"
+                    r"|metadata/[A-Za-z0-9_][A-Za-z0-9_.-]*\.(parquet|json)|quicklooks/[A-Za-z0-9_][A-Za-z0-9_.-]*\.png)$")
+LAYOUT_TEXT = ("README.md, croissant.json, <modality>/{train,val,test}-NNNNNN.tar, metadata/*.parquet|*.json, "
+               "quicklooks/*.png")
 HUB_FILES = (".gitattributes",)  # created by the Hub with the repo, not part of a region
 _HASH_CHUNK = 8 << 20
 
@@ -60,29 +74,71 @@ class PublishReport:
     remote_only: list[str]
     deleted: list[str]
     dry_run: bool = False
+    left_out: list[str] = field(default_factory=list)  # outside the layout, skipped with skip_unknown
 
     def summary(self) -> str:
         verb = "would upload" if self.dry_run else "uploaded"
-        return (
+        text = (
             f"{verb} {len(self.uploaded)} files ({self.bytes} bytes) in {self.commits} commits; "
             f"{len(self.skipped)} unchanged; {len(self.deleted)} stale deleted; {len(self.remote_only)} remote-only"
         )
+        if self.left_out:
+            text += f"; left out {len(self.left_out)} outside the dataset layout: {', '.join(self.left_out)}"
+        return text
+
+
+@dataclass
+class RegionLayout:
+    """A region folder sorted out: files to publish, paths refused (with why), build state left out."""
+
+    files: list[LocalFile]
+    refused: list[str]
+    build_state: list[str]
 
 
 def _verify_region(region_dir: Path) -> list[str]:
     from shard_tools.verify import verify_region
 
-    return verify_region(region_dir)
+    return verify_region(region_dir, check_layout=False)  # publish sorts the layout out itself
+
+
+def region_layout(region_dir: Path) -> RegionLayout:
+    """Walk ``region_dir`` without following symlinks and sort every entry (see module docstring)."""
+    layout = RegionLayout([], [], [])
+    region_dir = Path(region_dir)
+
+    def walk(folder: Path, prefix: str) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            path = prefix + entry.name
+            if entry.is_symlink():
+                target = Path(folder, os.readlink(entry.path))
+                inside = os.path.realpath(target).startswith(os.path.realpath(region_dir) + os.sep)
+                layout.refused.append(f"{path} (symlink{'' if inside else ' to a path outside the region'})")
+            elif entry.is_dir(follow_symlinks=False):
+                if path == BUILD_STATE_DIR:
+                    layout.build_state.append(f"{path}/")
+                elif entry.name.startswith("."):
+                    layout.refused.append(f"{path}/ (hidden folder)")
+                else:
+                    walk(Path(entry.path), f"{path}/")
+            elif not entry.is_file(follow_symlinks=False):
+                layout.refused.append(f"{path} (not a regular file)")
+            elif BUILD_TEMP.match(entry.name):
+                layout.build_state.append(path)
+            elif entry.name.startswith("."):
+                layout.refused.append(f"{path} (dotfile)")
+            elif not LAYOUT.match(path):
+                layout.refused.append(f"{path} (not part of the dataset layout)")
+            else:
+                layout.files.append(LocalFile(path, Path(entry.path), entry.stat(follow_symlinks=False).st_size))
+
+    walk(region_dir, "")
+    return layout
 
 
 def local_files(region_dir: Path) -> list[LocalFile]:
-    """Files to publish, sorted by repo path: everything but ``.build/`` and ``*.tmp``."""
-    files = []
-    for file in sorted(region_dir.rglob("*")):
-        rel = file.relative_to(region_dir)
-        if file.is_file() and rel.parts[0] not in EXCLUDED_DIRS and not rel.name.endswith(".tmp"):
-            files.append(LocalFile(rel.as_posix(), file, file.stat().st_size))
-    return files
+    """Files to publish, sorted by repo path: the regular files of the dataset layout."""
+    return region_layout(region_dir).files
 
 
 def check_folder_entries(paths: Iterable[str], limit: int = MAX_FOLDER_ENTRIES) -> None:
@@ -187,11 +243,11 @@ def _commit_all(api: HfApi, repo_id: str, revision: str, parent: str | None, bat
                 revision=revision,
                 parent_commit=parent,
             )
-        except HfHubHTTPError as err:
+        except (HfHubHTTPError, *_network_errors()) as err:
             raise PublishError(
                 f"commit {i}/{len(batches)} to {repo_id}@{revision} failed after {i - 1} landed; "
-                f"re-run publish to upload the rest: {err}"
-            ) from err
+                f"re-run publish to upload the rest: {type(err).__name__}: {_first_line(err)}"
+            ) from None
         parent = info.oid
         progress.advance(1, sum(f.size for f in batch))
         logger.info("commit %d/%d (%s): %s", i, len(batches), label, info.oid)
@@ -225,22 +281,57 @@ def publish(
     prune: bool = True,
     license: str | None = None,
     progress: Progress | None = None,
+    skip_unknown: bool = False,
 ) -> PublishReport:
     """Upload what ``repo_id`` (a dataset repo, created if needed) lacks of ``region_dir``.
 
-    Refuses (``PublishError``) a region that ``verify`` finds problems in or whose folders break the Hub's
-    entries limit. ``dry_run`` reads the remote tree but writes nothing. ``prune`` deletes stale remote
-    files in the region's folders (see module docstring). Refuses a region whose ``README.md`` declares no
-    licence, and one whose licence differs from ``license`` (when given).
+    Refuses (``PublishError``) a region holding paths outside the dataset layout (unless ``skip_unknown``:
+    then they are left out and listed in the report), a region that ``verify`` finds problems in, or whose
+    folders break the Hub's entries limit; and a region whose ``README.md`` declares no licence, or one whose
+    licence differs from ``license`` (when given). ``dry_run`` reads the remote tree but writes nothing.
+    ``prune`` deletes stale remote files in the region's folders (see module docstring). Network and Hub errors
+    are a one-line ``PublishError``.
     """
     region_dir = Path(region_dir)
     _check_license(region_dir, license)
+    layout = region_layout(region_dir)
+    if layout.refused and not skip_unknown:
+        raise PublishError(f"refusing to publish {region_dir}: {len(layout.refused)} path(s) outside the dataset "
+                           f"layout ({LAYOUT_TEXT}); nothing was uploaded. Remove them, or pass --skip-unknown "
+                           f"to leave them out: {', '.join(layout.refused)}")
     problems = verify(region_dir)
     if problems:
         listed = "\n  ".join(problems[:20])
         raise PublishError(f"refusing to publish {region_dir}: {len(problems)} verification problems:\n  {listed}")
-    files = local_files(region_dir)
-    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        return _publish(layout, region_dir, repo_id, HfApi(endpoint=endpoint, token=token), revision, dry_run,
+                        max_files_per_commit, max_bytes_per_commit, max_folder_entries, prune)
+    except HfHubHTTPError as exc:  # before the transport errors: it may subclass OSError
+        raise PublishError(f"the Hub refused a request for {repo_id}: {_first_line(exc)}") from None
+    except _network_errors() as exc:
+        where = endpoint or os.environ.get("HF_ENDPOINT") or "huggingface.co"
+        raise PublishError(f"cannot reach the Hub at {where}: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Transport failures: ``OSError`` (requests' errors included) and the http client's own, if any."""
+    errors: list[type[BaseException]] = [OSError]
+    for module in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(module).TransportError)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(errors)
+
+
+def _publish(layout: RegionLayout, region_dir: Path, repo_id: str, api: HfApi, revision: str, dry_run: bool,
+             max_files_per_commit: int, max_bytes_per_commit: int, max_folder_entries: int,
+             prune: bool) -> PublishReport:
+    files = layout.files
     parent, remote = remote_files(api, repo_id, revision)
     check_folder_entries({f.path for f in files} | remote.keys(), max_folder_entries)
     known = recorded_sha256(region_dir)
@@ -264,7 +355,10 @@ def publish(
         remote_only=[path for path in remote_only if path not in deletions],
         deleted=deletions,
         dry_run=dry_run,
+        left_out=layout.refused,
     )
+    if layout.refused:
+        logger.warning("%s: left out (outside the dataset layout): %s", region_dir, layout.refused)
     if report.remote_only:
         logger.warning("%s has files that are not in %s (left in place): %s", repo_id, region_dir, report.remote_only)
     if not dry_run:

@@ -34,6 +34,7 @@ class Member:
     name: str
     offset: int
     size: int
+    sha256: str
 
 
 @dataclass
@@ -72,7 +73,8 @@ class DeterministicTarWriter:
             info.uname = info.gname = ""
             header_offset = self._tar.offset
             self._tar.addfile(info, io.BytesIO(payload))
-            extent.members.append(Member(extension, header_offset + BLOCK, len(payload)))
+            extent.members.append(Member(extension, header_offset + BLOCK, len(payload),
+                                         hashlib.sha256(payload).hexdigest()))
         last = extent.members[-1]
         extent.size = last.offset + last.size - extent.offset
         self.samples.append(extent)

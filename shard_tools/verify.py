@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import tarfile
 import tokenize
 from collections import Counter
@@ -18,9 +19,12 @@ from shard_tools.build import SHARD_NAME
 from shard_tools.plan import read_plan
 from shard_tools.progress import SILENT, Progress
 
+SHARD_URL = re.compile(r"^[a-z0-9][a-z0-9_-]*/(train|val|test)-\d{6}\.tar$")
 
-def verify_region(region_dir: str | Path, progress: Progress | None = None) -> list[str]:
-    """Problems found in ``region_dir`` (empty when sound): checksums, counts, alignment, decodability."""
+def verify_region(region_dir: str | Path, progress: Progress | None = None, *, check_layout: bool = True) -> list[str]:
+    """Problems found in ``region_dir`` (empty when sound): checksums, counts, alignment, decodability,
+    declarations and the pinned plan, and (``check_layout``) paths that ``publish`` refuses: dotfiles, hidden
+    folders, symlinks, unknown files."""
     region_dir = Path(region_dir)
     progress = progress or SILENT
     meta_dir = region_dir / "metadata"
@@ -28,17 +32,46 @@ def verify_region(region_dir: str | Path, progress: Progress | None = None) -> l
     if not indexes:
         return [f"{region_dir}: no metadata/*.shards.json; is this a built region?"]
     problems: list[str] = []
+    if check_layout:
+        from shard_tools.publish import region_layout
+
+        problems += [f"{path}: publish refuses it" for path in region_layout(region_dir).refused]
     keys_by_modality: dict[str, dict[str, list[str]]] = {}
-    loaded = {path.name[: -len(".shards.json")]: json.loads(path.read_text()) for path in indexes}
-    listed = [s for index in loaded.values() for s in index["shardlist"]]
+    loaded = {}
+    for index_path in indexes:
+        index = _read_index(index_path, problems)
+        loaded[index_path.name[: -len(".shards.json")]] = index
+    listed = [s for index in loaded.values() if index for s in index["shardlist"]]
     progress.start(f"verify {region_dir.name}", len(listed), sum(s["filesize"] for s in listed), "shards")
     for modality, index in loaded.items():
-        keys_by_modality[modality] = _verify_modality(region_dir, modality, index, problems, progress)
+        keys_by_modality[modality] = _verify_modality(region_dir, modality, index, problems, progress) if index else {}
     progress.close()
     problems += _check_alignment(keys_by_modality)
     problems += _check_unlisted(region_dir, keys_by_modality)
     problems += _check_declarations_and_plan(meta_dir, keys_by_modality)
     return problems
+
+
+def _read_index(path: Path, problems: list[str]) -> dict | None:
+    """A shards.json whose entries name shards inside the region (``None`` after recording why not)."""
+    try:
+        index = json.loads(path.read_text())
+    except (ValueError, RecursionError) as exc:
+        problems.append(f"metadata/{path.name}: not valid JSON: {type(exc).__name__}")
+        return None
+    entries = index.get("shardlist") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append(f"metadata/{path.name}: no list of shard entries")
+        return None
+    for entry in entries:
+        if not isinstance(entry.get("url"), str) or not SHARD_URL.match(entry["url"]):
+            problems.append(f"metadata/{path.name}: shard url {entry.get('url')!r:.200} is not "
+                            f"<modality>/<split>-NNNNNN.tar inside the region")
+            return None
+        if not all(type(entry.get(k)) is int for k in ("nsamples", "filesize")) or not isinstance(entry.get("sha256"), str):
+            problems.append(f"metadata/{path.name}: {entry['url']}: nsamples, filesize or sha256 missing or of the wrong type")
+            return None
+    return index
 
 
 def _verify_modality(region_dir: Path, modality: str, index: dict, problems: list[str],
@@ -47,6 +80,9 @@ def _verify_modality(region_dir: Path, modality: str, index: dict, problems: lis
     keys: dict[str, list[str]] = {}
     for shard in index["shardlist"]:
         path = region_dir / shard["url"]
+        if path.is_symlink():
+            problems.append(f"{shard['url']}: a symlink, not a shard file")
+            continue
         if not path.is_file():
             problems.append(f"{shard['url']}: listed in {modality}.shards.json but missing")
             progress.advance(1, shard["filesize"])
@@ -148,6 +184,8 @@ def _check_unlisted(region_dir: Path, keys_by_modality: dict[str, dict[str, list
     for modality, shards in keys_by_modality.items():
         folder = region_dir / modality
         for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+            if path.is_symlink():
+                continue  # not a shard file; the layout check names it
             if SHARD_NAME.match(path.name) and f"{modality}/{path.name}" not in shards:
                 problems.append(f"{modality}/{path.name}: shard not listed in {modality}.shards.json")
             elif path.name.endswith(".tmp"):

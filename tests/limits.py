@@ -18,9 +18,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_LIMIT_MB = 4096
 DEFAULT_TIMEOUT_S = 120.0
 _PEAK = "\n__peak_rss_kb__="
+# VmHWM of the child's own address space: ru_maxrss survives execve on Linux, so it would report the RSS of
+# the forked test process (preexec_fn forces a fork) instead of the child's.
 _FOOTER = f"""
-import resource as _r, sys as _s
-_s.stdout.write({_PEAK!r} + str(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss) + "\\n")
+import sys as _s
+_hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM:")]
+if not _hwm:
+    import resource as _r
+    _hwm = [str(_r.getrusage(_r.RUSAGE_SELF).ru_maxrss)]
+_s.stdout.write({_PEAK!r} + _hwm[0] + "\\n")
 """
 
 
@@ -40,7 +46,7 @@ def run_limited(code: str, *, limit_mb: int = DEFAULT_LIMIT_MB, timeout_s: float
                 cwd: str | os.PathLike | None = None, env: dict | None = None) -> Limited:
     """Run ``code`` in ``python -c`` with RLIMIT_AS = ``limit_mb``; a hang past ``timeout_s`` fails the test.
 
-    The peak RSS is the child's own (ru_maxrss at its end; ``None`` when it died before reporting it).
+    The peak RSS is the child's own (VmHWM at its end, else ru_maxrss; ``None`` when it died before reporting it).
     """
     limit = limit_mb * 1024 * 1024
 

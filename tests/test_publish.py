@@ -252,10 +252,10 @@ def test_publishes_a_built_region_with_default_verify(built: Path, local_hub: Lo
 def test_stale_shards_of_an_earlier_build_are_deleted_with_the_card(region: Path, local_hub: LocalHub) -> None:
     stale = region / "s1grd" / "train-000099.tar"
     stale.write_bytes((region / "s1grd" / "train-000000.tar").read_bytes())
-    (region / "NOTES.md").write_text("uploaded by hand")
     run_publish(region, local_hub)
+    HfApi(endpoint=local_hub.url, token=TEST_TOKEN).upload_file(  # publish uploads only the dataset layout
+        path_or_fileobj=b"uploaded by hand", path_in_repo="NOTES.md", repo_id=REPO, repo_type="dataset")
     stale.unlink()
-    (region / "NOTES.md").unlink()
 
     dry = run_publish(region, local_hub, dry_run=True)
     assert dry.deleted == ["s1grd/train-000099.tar"] and "s1grd/train-000099.tar" in local_hub.files(REPO)
