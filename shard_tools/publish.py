@@ -305,7 +305,7 @@ def publish(
         raise PublishError(f"refusing to publish {region_dir}: {len(problems)} verification problems:\n  {listed}")
     try:
         return _publish(layout, region_dir, repo_id, HfApi(endpoint=endpoint, token=token), revision, dry_run,
-                        max_files_per_commit, max_bytes_per_commit, max_folder_entries, prune)
+                        max_files_per_commit, max_bytes_per_commit, max_folder_entries, prune, progress or SILENT)
     except HfHubHTTPError as exc:  # before the transport errors: it may subclass OSError
         raise PublishError(f"the Hub refused a request for {repo_id}: {_first_line(exc)}") from None
     except _network_errors() as exc:
@@ -330,12 +330,11 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 def _publish(layout: RegionLayout, region_dir: Path, repo_id: str, api: HfApi, revision: str, dry_run: bool,
              max_files_per_commit: int, max_bytes_per_commit: int, max_folder_entries: int,
-             prune: bool) -> PublishReport:
+             prune: bool, progress: Progress) -> PublishReport:
     files = layout.files
     parent, remote = remote_files(api, repo_id, revision)
     check_folder_entries({f.path for f in files} | remote.keys(), max_folder_entries)
     known = recorded_sha256(region_dir)
-    progress = progress or SILENT
     progress.start(f"compare {region_dir.name}", len(files), sum(f.size for f in files), "files")
     todo = []
     for file in files:
