@@ -42,7 +42,7 @@ def conus(sample_chips, tmp_path) -> Path:
 
 def build_and_card(chips: Path, out: Path) -> Path:
     build(chips, out, chips_per_shard=3)
-    write_card(out / "conus")
+    write_card(out / "conus", license="cc-by-4.0")  # the licence is the publisher's statement, never a default
     return out / "conus"
 
 
@@ -65,7 +65,9 @@ def test_a_new_year_adds_only_its_own_tars_metadata_and_card(conus, tmp_path, lo
     assert {p for p in grown if p.endswith(".tar")} == {p for p in after if p.startswith("s1grd-2019/")}
     assert {p for p in grown if not p.endswith(".tar")} == {
         "README.md", "croissant.json", "metadata/chips.parquet", "metadata/modalities.json",
-        *(f"metadata/s1grd-2019.{kind}" for kind in ("parquet", "shards.json", "stats.json", "modality.json"))}
+        "quicklooks/s1grd-2019.png",
+        *(f"metadata/s1grd-2019.{kind}" for kind in ("parquet", "shards.json", "stats.json", "modality.json")),
+        *(f"metadata/s1grd-2019.{split}.wids.json" for split in ("train", "val", "test"))}
 
     publish(region, REPO, endpoint=local_hub.url, token=TEST_TOKEN)
     uploaded = local_hub.uploads(REPO) - uploaded_first
