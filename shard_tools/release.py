@@ -1,7 +1,7 @@
 """``m3leo-shard convert-release``: the current Hub release (zstd Parquet rows of raw chip files) to our shards.
 
-No Spark and nothing unpacked to disk. Planning reads only the ``path`` and ``length`` columns, one row
-group at a time; each chip becomes a ``Source`` pointing at its (Parquet file, row group, row), whose
+No Spark and nothing unpacked to disk. Planning reads only the ``path``, ``length`` and (when present)
+``modificationTime`` columns, one row group at a time; each chip becomes a ``Source`` pointing at its (Parquet file, row group, row), whose
 ``content`` the shared build back end reads one row group at a time while writing shards. Regions are
 inventoried lazily, one at a time, so the output equals ``build`` on the same chips unpacked to a tree.
 
@@ -105,7 +105,7 @@ def _has_splits(folder: Path) -> bool:
 
 
 def read_rows(file: Path) -> Iterator[ReleaseRow]:
-    """Every row of a release file (path, length, position), reading the small columns one row group at a time.
+    """Every row of a release file (path, length, position, mtime), reading the small columns one row group at a time.
 
     A file pyarrow cannot read, or a row without path or length, is a ``ValueError`` naming the file."""
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import get_modality
 from builders.sample import write_sample
 from shard_tools.build import build
 
@@ -13,6 +14,11 @@ pytest_plugins = ["local_hub"]  # the ``local_hub`` fixture: a Hub-compatible HT
 
 SAMPLE_KWARGS = dict(regions=("conus", "europe", "pakin"), chips_per_region=10, pixels=32, seed=0)
 CHIPS_PER_SHARD = 3  # several shards per split
+
+
+def canonical(name: str) -> str:
+    """The config, shard-folder and metadata name of a modality given by name or alias (``s1grd`` -> ``s1grd-2020``)."""
+    return get_modality(name).name
 
 
 @pytest.fixture(scope="session")

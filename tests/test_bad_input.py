@@ -16,12 +16,12 @@ import rasterio
 from affine import Affine
 
 from builders import ChipError, get_modality, read_chip
-from shard_tools.build import build
+from shard_tools.build import UnknownFolderError, build
 from shard_tools.cli import main as cli
 from shard_tools.inventory import scan_region
 from shard_tools.lock import BuildLock, BuildLocked
 from shard_tools.verify import verify_region
-from tests.conftest import CHIPS_PER_SHARD
+from tests.conftest import CHIPS_PER_SHARD, canonical
 
 
 @pytest.fixture
@@ -33,12 +33,12 @@ def pakin(sample_chips, tmp_path) -> tuple[Path, object]:
 
 
 def a_file(inventory, modality: str) -> tuple[str, Path]:
-    chip_id, source = next((c, s) for c, s in sorted(inventory.sources[modality].items()) if s.status == "file")
+    chip_id, source = next((c, s) for c, s in sorted(inventory.sources[canonical(modality)].items()) if s.status == "file")
     return chip_id, Path(source.path)
 
 
 def rows_by_id(out: Path, modality: str) -> dict[str, dict]:
-    return {r["chip_id"]: r for r in pq.read_table(out / "pakin" / "metadata" / f"{modality}.parquet").to_pylist()}
+    return {r["chip_id"]: r for r in pq.read_table(out / "pakin" / "metadata" / f"{canonical(modality)}.parquet").to_pylist()}
 
 
 @pytest.mark.parametrize("modality, damage", [
@@ -53,13 +53,13 @@ def test_corrupt_files_are_named_and_the_rest_is_kept(pakin, tmp_path, capsys, m
         read_chip(get_modality(modality), path, chip_id)
     assert chip_id in str(error.value) and path.name in str(error.value)
 
-    assert cli(["build", "--chips", str(chips), "--out", str(tmp_path / "out"), "--shard-size-mb",
+    assert cli(["build", "--chips", str(chips), "--out", str(tmp_path / "out"), "--chips-per-shard",
                 str(CHIPS_PER_SHARD), "--strict", "--quiet"]) == 1
     warning = capsys.readouterr().err
     assert chip_id in warning and path.name in warning
     rows = rows_by_id(tmp_path / "out", modality)
     assert rows[chip_id]["available"] is False and rows[chip_id]["missing_reason"].startswith("unreadable: ")
-    others = [r for c, r in rows.items() if c != chip_id and inventory.source(modality, c).status == "file"]
+    others = [r for c, r in rows.items() if c != chip_id and inventory.source(canonical(modality), c).status == "file"]
     assert others and all(r["available"] for r in others), "other chips are kept"
     assert verify_region(tmp_path / "out" / "pakin") == []
 
@@ -108,8 +108,11 @@ def test_markers_and_missing_files(pakin, tmp_path):
 def test_stray_and_unknown_folders_are_reported(pakin, tmp_path):
     chips, inventory = pakin
     (chips / "pakin" / inventory.stem / "mystery-2020").mkdir()
-    report = build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
-    assert any("mystery-2020: unknown dataset folder" in p for p in report.problems)
+    with pytest.raises(UnknownFolderError, match="mystery-2020: no declaration matches"):
+        build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
+    report = build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD, skip_unknown=True)
+    assert any("mystery-2020: no declaration matches this dataset folder; skipped" in p for p in report.problems)
+    assert any(f"{canonical('s1grd')}: 1 file(s) for chips not in the splits CSV" in p for p in report.problems)
 
 
 def test_bad_splits_csv_names_the_line(pakin, tmp_path):
@@ -136,17 +139,18 @@ def test_concurrent_build_is_refused_and_stale_lock_taken_over(pakin, tmp_path):
 def test_verify_reports_checksum_mismatch_missing_and_unlisted_shards(built, tmp_path, capsys):
     region = tmp_path / "conus"
     shutil.copytree(built / "conus", region)
-    index = json.loads((region / "metadata" / "s1grd.shards.json").read_text())["shardlist"]
+    s1grd = canonical("s1grd")
+    index = json.loads((region / "metadata" / f"{s1grd}.shards.json").read_text())["shardlist"]
     flipped, removed = region / index[0]["url"], region / index[1]["url"]
     data = bytearray(flipped.read_bytes())
     data[len(data) // 2] ^= 0xFF
     flipped.write_bytes(bytes(data))
     removed.unlink()
-    shutil.copy(region / index[2]["url"], region / "s1grd" / "train-999999.tar")
+    shutil.copy(region / index[2]["url"], region / s1grd / "train-999999.tar")
     problems = "\n".join(verify_region(region))
     assert f"{index[0]['url']}: sha256 mismatch" in problems
-    assert f"{index[1]['url']}: listed in s1grd.shards.json but missing" in problems
-    assert "s1grd/train-999999.tar: shard not listed" in problems
+    assert f"{index[1]['url']}: listed in {s1grd}.shards.json but missing" in problems
+    assert f"{s1grd}/train-999999.tar: shard not listed" in problems
     assert cli(["verify", str(region)]) == 1
     assert "sha256 mismatch" in capsys.readouterr().err
 
@@ -154,7 +158,8 @@ def test_verify_reports_checksum_mismatch_missing_and_unlisted_shards(built, tmp
 def test_verify_reports_misaligned_modalities(built, tmp_path):
     region = tmp_path / "conus"
     shutil.copytree(built / "conus", region)
-    shardlist = json.loads((region / "metadata" / "biomass.shards.json").read_text())["shardlist"]
+    biomass = canonical("biomass")
+    shardlist = json.loads((region / "metadata" / f"{biomass}.shards.json").read_text())["shardlist"]
     shard = region / next(s["url"] for s in shardlist if s["nsamples"] >= 2)
     samples: dict[str, list] = {}
     with tarfile.open(shard) as tar:
@@ -165,5 +170,5 @@ def test_verify_reports_misaligned_modalities(built, tmp_path):
             for member, payload in samples[key]:
                 tar.addfile(member, io.BytesIO(payload))
     problems = "\n".join(verify_region(region))
-    assert f"biomass/{shard.name}: keys or order differ from the other modalities'" in problems
-    assert "s1grd/" not in problems
+    assert f"{biomass}/{shard.name}: keys or order differ from the other modalities'" in problems
+    assert f"{canonical('s1grd')}/" not in problems

@@ -14,12 +14,15 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from builders import get_modality, read_chip
+from builders import read_chip
 from shard_tools.build import build
 from shard_tools.cli import main as cli
 from shard_tools.inventory import find_regions, scan_region
 from shard_tools.verify import verify_region
-from tests.conftest import CHIPS_PER_SHARD
+from builders.sample import GUNW_FAMILIES
+from tests.conftest import CHIPS_PER_SHARD, canonical
+
+REGION_TABLES = ("chips.parquet", "plan.parquet")  # metadata/*.parquet that are not one modality's rows
 
 
 def tar_samples(path: Path) -> dict[str, dict[str, bytes]]:
@@ -53,46 +56,51 @@ def test_every_modality_round_trips_exactly(sample_chips, built):
                 if source.status != "file":
                     assert meta["available"] is False and meta["missing_reason"].startswith(source.status)
                     continue
-                expected = read_chip(get_modality(modality), Path(source.path), chip.chip_id)
+                expected = read_chip(inventory.specs[modality], Path(source.path), chip.chip_id)
                 assert meta["available"] is True
                 for name, array in expected.arrays.items():
                     got = np.load(io.BytesIO(samples[chip.chip_id][f"{name}.npy"]), allow_pickle=False)
                     assert got.dtype == array.dtype and got.shape == array.shape
                     np.testing.assert_array_equal(got, array)
                     assert meta["fields"][name]["dtype"] == str(array.dtype)
-                _assert_metadata(get_modality(modality), meta)
+                _assert_metadata(inventory.specs[modality], meta)
                 checked.add(modality)
-    assert checked == {"s1grd", "s2rgbm", "gssic", "gunw", "esaworldcover", "ghsbuilts", "biomass", "modis", "srtmdem"}
+    assert checked == {  # every dataset folder of the sample: the nine 2020 products and the growth folders
+        "s1grd-2020", "s2rgbm-2020", "gssic", "gunw-2020-01-01-2020-03-31", "esaworldcover-2020", "ghsbuilts-2020",
+        "biomass-2020", "modis44b006veg", "srtmdem", "s1grd-2019", "s2rgbm-2019", "biomass-2019",
+        "gunw-2020-04-01-2020-06-30", "gunw-2020-01", "lcci-2020", "firecci51"}
 
 
 def _assert_metadata(modality, meta: dict) -> None:
     assert meta["crs"] and meta["transform"] and len(meta["bounds"]) == 4
     assert meta["dates"], "dates are recorded"
     if modality.container == "geotiff":
-        assert meta["fields"][modality.name]["band_names"] == list(modality.band_names)
+        assert meta["fields"][modality.field]["band_names"] == list(modality.band_names)
         assert meta["epsg"] == 4326
-    if modality.name == "gunw":
+    if modality.family in GUNW_FAMILIES:
         pairs = meta["dates"]["datepairs"]
         assert pairs and all(len(p) == 17 and p[:8] > p[9:] for p in pairs)
         assert "unwrappedphase" in meta["fields"] and meta["fields"]["unwrappedphase"]["variable"].endswith(
             "/science/grids/data/unwrappedPhase")
-    if modality.name == "s1grd":
-        assert meta["fields"]["s1grd"]["view_as"] == "int16"
+    if modality.family in ("s1grd", "srtmdem"):  # stored as int16 dB / elevation, the files' uint16 reinterpreted
+        field = meta["fields"][modality.field]
+        assert field["dtype"] == "int16" and field["source_dtype"] == "uint16" and "view_as" not in field
 
 
 def test_shards_are_aligned_and_verified(built):
     for region_dir in sorted(built.iterdir()):
         assert verify_region(region_dir) == []
         tables = {p.name[:-8]: pq.read_table(p).to_pylist() for p in (region_dir / "metadata").glob("*.parquet")
-                  if p.name != "chips.parquet"}
-        reference = [(r["chip_id"], r["shard"].split("/")[1], r["sample_index"]) for r in tables["s1grd"]]
+                  if p.name not in REGION_TABLES}
+        reference = [(r["chip_id"], r["shard"].split("/")[1], r["sample_index"]) for r in tables[canonical("s1grd")]]
         for modality, rows in tables.items():
             assert [(r["chip_id"], r["shard"].split("/")[1], r["sample_index"]) for r in rows] == reference, modality
 
 
 def test_metadata_rows_offsets_and_stats(built):
     region_dir = built / "conus"
-    rows = pq.read_table(region_dir / "metadata" / "s1grd.parquet").to_pylist()
+    s1grd = canonical("s1grd")
+    rows = pq.read_table(region_dir / "metadata" / f"{s1grd}.parquet").to_pylist()
     chips = pq.read_table(region_dir / "metadata" / "chips.parquet").to_pylist()
     assert len(rows) == len(chips) and {r["split"] for r in rows} == {"train", "val", "test"}
     for row in rows:
@@ -104,18 +112,19 @@ def test_metadata_rows_offsets_and_stats(built):
             npy = next(m for m in row["members"] if m["name"] == "s1grd.npy")
             array = np.load(io.BytesIO(data[npy["offset"]:npy["offset"] + npy["size"]]))
             assert array.shape[0] == 16 and 0.0 <= row["nodata_fraction"] <= 1.0
-    stats = json.loads((region_dir / "metadata" / "s1grd.stats.json").read_text())["splits"]["train"]["s1grd"]
+    stats = json.loads((region_dir / "metadata" / f"{s1grd}.stats.json").read_text())["splits"]["train"]["s1grd"]
     assert len(stats["mean"]) == 16 and stats["band_names"][0] == "winter_vvasc"
     assert all(m is None or -40 < m < 20 for m in stats["mean"]), "stats are in int16 dB, not wrapped uint16"
-    index = json.loads((region_dir / "metadata" / "s1grd.shards.json").read_text())
+    index = json.loads((region_dir / "metadata" / f"{s1grd}.shards.json").read_text())
     assert index["__kind__"] == "wids-shard-index-v1"
     assert sum(s["nsamples"] for s in index["shardlist"]) == len(rows)
-    assert any(not c["has_gunw"] for c in chips) and "has_gunw" not in pq.read_schema(
+    has_gunw = f"has_{canonical('gunw')}"
+    assert any(not c[has_gunw] for c in chips) and has_gunw not in pq.read_schema(
         built / "europe" / "metadata" / "chips.parquet").names
 
 
 def test_missing_modalities_and_markers_are_recorded(built):
-    reasons = [r["missing_reason"] for p in built.glob("*/metadata/*.parquet") if p.name != "chips.parquet"
+    reasons = [r["missing_reason"] for p in built.glob("*/metadata/*.parquet") if p.name not in REGION_TABLES
                for r in pq.read_table(p).to_pylist() if not r["available"]]
     assert any(r.startswith("skipped: ") for r in reasons)
     assert any(r.startswith("absent") for r in reasons)

@@ -30,7 +30,9 @@ from m3leo_hf.hub import load
 from m3leo_hf.transforms import ModalityTransform
 from shard_tools.cli import main as cli
 from shard_tools.inventory import find_regions, scan_region
+from shard_tools.metadata import modalities_index, write_json
 from shard_tools.publish import publish
+from tests.conftest import canonical
 
 REPO_ID = "M3LEO-test/conus"
 
@@ -64,14 +66,16 @@ def front_matter(readme: Path) -> dict:
 
 
 def source_arrays(inventory, modality: str, chip_id: str) -> dict[str, np.ndarray] | None:
-    source = inventory.source(modality, chip_id)
+    """The source chip's arrays in ``modality`` (a config name or alias), None without a data file."""
+    source = inventory.source(canonical(modality), chip_id)
     if source.status != "file":
         return None
     return read_chip(get_modality(modality), Path(source.path), chip_id).arrays
 
 
 def rows_of(region: Path, modality: str, split: str) -> list[dict]:
-    table = pq.read_table(region / "metadata" / f"{modality}.parquet", columns=["chip_id", "split", "available"])
+    """Metadata rows of ``modality`` (a config name or alias) in ``split``."""
+    table = pq.read_table(region / "metadata" / f"{canonical(modality)}.parquet", columns=["chip_id", "split", "available"])
     return [r for r in table.to_pylist() if r["split"] == split]
 
 
@@ -81,27 +85,31 @@ def test_front_matter_declares_one_config_per_modality_with_features(regions):
     for name, region in regions.items():
         meta = front_matter(region / "README.md")
         modalities = [p.name[: -len(".shards.json")] for p in (region / "metadata").glob("*.shards.json")]
-        assert sorted(c["config_name"] for c in meta["configs"]) == sorted(modalities)
+        aliases = json.loads((region / "metadata" / "modalities.json").read_text())["aliases"]  # s1grd -> s1grd-2020
+        assert set(aliases.values()) <= set(modalities)
+        assert sorted(c["config_name"] for c in meta["configs"]) == sorted(modalities + list(aliases))
         assert datasets.get_dataset_config_names(str(region)) == [c["config_name"] for c in meta["configs"]]
         for config in meta["configs"]:
-            assert config["data_files"] == [{"split": HF_SPLITS[s], "path": f"{config['config_name']}/{s}-*.tar"}
+            folder = aliases.get(config["config_name"], config["config_name"])  # an alias reads the same shards
+            assert config["data_files"] == [{"split": HF_SPLITS[s], "path": f"{folder}/{s}-*.tar"}
                                             for s in ("train", "val", "test")]
         assert meta["license"] == "cc-by-4.0" and meta["viewer"] is False and meta["size_categories"] == ["n<1K"]
         infos = DatasetInfosDict.from_dataset_card_data(DatasetCard.load(region / "README.md").data)
         summary = summarize(region)
         for modality in summary.modalities:
-            info = infos[modality.name]
-            assert info.features == modality_features(modality)
-            assert isinstance(info.features["json"], datasets.Json)
-            assert {s: i.num_examples for s, i in info.splits.items()} == {
-                HF_SPLITS[s]: n for s, n in modality.chips.items()}
+            for config_name in (modality.name, *modality.modality.aliases):
+                info = infos[config_name]
+                assert info.features == modality_features(modality)
+                assert isinstance(info.features["json"], datasets.Json)
+                assert {s: i.num_examples for s, i in info.splits.items()} == {
+                    HF_SPLITS[s]: n for s, n in modality.chips.items()}
         assert "gunw" in [c["config_name"] for c in meta["configs"]] or name == "europe"
 
 
 def test_json_feature_yaml_spelling_round_trips(regions):
     entry = next(e for e in front_matter(regions["conus"] / "README.md")["dataset_info"] if e["config_name"] == "s1grd")
     assert entry["features"] == [
-        {"name": "s1grd.npy", "list": {"list": {"list": "uint16"}}}, {"name": "json", "dtype": "json"},
+        {"name": "s1grd.npy", "list": {"list": {"list": "int16"}}}, {"name": "json", "dtype": "json"},
         {"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}]
     assert datasets.Features._from_yaml_list(entry["features"])["json"] == datasets.Json()
 
@@ -114,17 +122,17 @@ def test_card_body_explains_modalities_splits_stats_and_loading(regions):
         assert f"metadata/{modality.name}.shards.json" in text
         for field in modality.fields:
             assert f"| `{field.name}.npy` | {field.dtype} |" in text
-    band = summary.modalities[0].stats["train"]["s1grd"]
+    s1 = next(m for m in summary.modalities if m.name == canonical("s1grd"))
+    band = s1.stats["train"]["s1grd"]
     assert f"| `s1grd` | winter_vvasc | {band['count'][0]} | {band['mean'][0]:.6g} | {band['std'][0]:.6g} |" in text
-    s1 = summary.modalities[0]
     assert f"| `val` | `validation` | {s1.chips['val']} | {len(s1.split_shards('val'))} |" in text
-    s2 = next(m for m in summary.modalities if m.name == "s2rgbm")  # lacks one chip
+    s2 = next(m for m in summary.modalities if m.name == canonical("s2rgbm"))  # lacks one chip
     row = " |".join(f" {s2.available[split]} / {s2.chips[split]}" for split in ("train", "val", "test"))
-    assert f"| `s2rgbm` |{row} |" in text and "by reason: absent 1." in text
+    assert f"| `{s2.name}` |{row} |" in text and "by reason: absent 1." in text
     assert f"| all modalities | {summary.complete['train']} / {summary.chips['train']} |" in text
     assert "`datepair` axis has a different length for each chip" in text
-    assert "| 0 | 10 | tree cover |" in text and "read it as `int16`" in text
-    assert f'load_dataset("{REPO_ID}", "s1grd", split="train", streaming=True)' in text
+    assert "| 0 | 10 | tree cover |" in text and "Stored as `int16`: the source files hold `uint16`" in text
+    assert f'load_dataset("{REPO_ID}", "{s1.name}", split="train", streaming=True)' in text
     assert "m3leo_hf.load(" in text and "m3leo_hf.stream(" in text and "wds.WebDataset(" in text
     assert "arXiv" in text and "2406.04230" in text and "Allen, Matt" in text
 
@@ -145,7 +153,7 @@ def test_cli_card_and_errors(regions, tmp_path, capsys):
     shutil.copytree(regions["conus"], copy)
     assert cli(["card", str(copy), "--repo-id", "someone/else"]) == 0
     assert "wrote" in capsys.readouterr().out
-    assert 'load_dataset("someone/else", "s1grd"' in (copy / "README.md").read_text()
+    assert f'load_dataset("someone/else", "{canonical("s1grd")}"' in (copy / "README.md").read_text()
     with pytest.raises(FileNotFoundError, match="built region"):
         write_card(tmp_path)
 
@@ -217,7 +225,7 @@ def test_croissant_records_read_the_local_shards(regions, sources, tmp_path):
     """mlcroissant reads a member record set out of the tars (mapped to local paths) equal to the source chips."""
     pytest.importorskip("mlcroissant")
     region, out = regions["conus"], tmp_path / "agb.npz"
-    done = subprocess.run([sys.executable, "-c", CROISSANT_SCRIPT, str(region / "croissant.json"), "biomass/agb.npy",
+    done = subprocess.run([sys.executable, "-c", CROISSANT_SCRIPT, str(region / "croissant.json"), f"{canonical('biomass')}/agb.npy",
                            str(out)], env={**os.environ, "CROISSANT_CACHE": str(tmp_path / "cache")},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -297,12 +305,12 @@ def summarize_cached(region: Path, modality: str):
 def test_plain_webdataset_reads_the_same_samples(regions, sources):
     region, inventory = regions["conus"], sources["conus"]
     rows = rows_of(region, "s1grd", "train")
-    url = f"{region}/s1grd/train-{{000000..{len(summarize_cached(region, 's1grd').split_shards('train')) - 1:06d}}}.tar"
+    url = f"{region}/{canonical('s1grd')}/train-{{000000..{len(summarize_cached(region, canonical('s1grd')).split_shards('train')) - 1:06d}}}.tar"
     samples = list(wds.WebDataset(url, shardshuffle=False).decode())
     assert [s["__key__"] for s in samples] == [r["chip_id"] for r in rows]
     for sample in samples:
         expected = source_arrays(inventory, "s1grd", sample["__key__"])["s1grd"]
-        assert sample["s1grd.npy"].dtype == np.uint16 and np.array_equal(sample["s1grd.npy"], expected)
+        assert sample["s1grd.npy"].dtype == np.int16 and np.array_equal(sample["s1grd.npy"], expected)
 
 
 # ------------------------------------------------------------------------------------ m3leo_hf.load
@@ -310,7 +318,7 @@ def test_plain_webdataset_reads_the_same_samples(regions, sources):
 @pytest.mark.parametrize("streaming", [True, False], ids=["streaming", "prepared"])
 def test_m3leo_load_gives_model_ready_tensors(regions, sources, cache_dir, streaming):
     region, inventory = regions["conus"], sources["conus"]
-    stats = json.loads((region / "metadata" / "s1grd.stats.json").read_text())["splits"]["train"]
+    stats = json.loads((region / "metadata" / f"{canonical('s1grd')}.stats.json").read_text())["splits"]["train"]
     bands = ["winter_vvasc", "winter_vhasc"]
     ds = load(region, "s1grd", "val", streaming=streaming, spatial_size=30, bands=bands, cache_dir=cache_dir)
     assert isinstance(ds, datasets.IterableDataset if streaming else datasets.Dataset)
@@ -319,7 +327,7 @@ def test_m3leo_load_gives_model_ready_tensors(regions, sources, cache_dir, strea
     assert [g["__key__"] for g in got] == [r["chip_id"] for r in rows_of(region, "s1grd", "val")]
     for sample in got:
         arrays = source_arrays(inventory, "s1grd", sample["__key__"])
-        expected = transform(arrays, {"s1grd": {"dims": ["band", "y", "x"], "nodata": 0, "view_as": "int16",
+        expected = transform(arrays, {"s1grd": {"dims": ["band", "y", "x"], "nodata": 0, "source_dtype": "uint16",
                                                 "band_names": list(get_modality("s1grd").band_names)}})
         assert sample["s1grd"].dtype == torch.float32 and tuple(sample["s1grd"].shape) == (2, 30, 30)
         assert torch.equal(sample["s1grd"], torch.from_numpy(expected["s1grd"]))
@@ -377,10 +385,12 @@ def test_load_from_a_hub_repo_id(regions, local_hub: LocalHub, tmp_path):
     """The published repo (card included) loads by repo id; stats come through hf_hub_download."""
     region = tmp_path / "conus"
     shutil.copytree(regions["conus"], region)
-    for modality in {p.name for p in region.iterdir() if p.is_dir()} - {"s1grd", "esaworldcover", "metadata", "quicklooks"}:
+    kept = {canonical("s1grd"), canonical("esaworldcover"), "metadata", "quicklooks"}
+    for modality in {p.name for p in region.iterdir() if p.is_dir()} - kept:
         shutil.rmtree(region / modality)
-        for suffix in (".parquet", ".shards.json", ".stats.json"):
+        for suffix in (".parquet", ".shards.json", ".stats.json", ".modality.json"):
             (region / "metadata" / f"{modality}{suffix}").unlink()
+    write_json(region / "metadata" / "modalities.json", modalities_index(region / "metadata", {}))
     write_card(region, repo_id="m3leo/conus", license="cc-by-4.0")
     publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
     done = subprocess.run([sys.executable, "-c", HUB_SCRIPT, "m3leo/conus"], env=local_hub.client_env(tmp_path),

@@ -16,7 +16,7 @@ from shard_tools.executors import Executor
 from shard_tools.lock import BuildLocked
 from shard_tools.objectstore import ObjectLock, exclusive_create_problem
 from shard_tools.remote import build_to_url
-from tests.conftest import CHIPS_PER_SHARD
+from tests.conftest import CHIPS_PER_SHARD, canonical
 from tests.test_build import all_files
 
 
@@ -56,9 +56,10 @@ def test_memory_url_build_resumes_and_prunes(sample_chips, built, tmp_path):
     expected = all_files(built / "conus")
     assert memory_files(f"{root}/conus") == expected and first.written > 0
 
-    fs.rm_file(f"{root}/conus/s1grd/train-000000.tar")
-    fs.pipe_file(f"{root}/conus/s1grd/train-999999.tar", b"stale shard")
-    fs.pipe_file(f"{root}/conus/gunw/.train-000000.tar.tmp", b"interrupted upload")
+    s1grd, gunw = canonical("s1grd"), canonical("gunw")
+    fs.rm_file(f"{root}/conus/{s1grd}/train-000000.tar")
+    fs.pipe_file(f"{root}/conus/{s1grd}/train-999999.tar", b"stale shard")
+    fs.pipe_file(f"{root}/conus/{gunw}/.train-000000.tar.tmp", b"interrupted upload")
     again = build_to_url(sample_chips, url, regions=["conus"], chips_per_shard=CHIPS_PER_SHARD,
                          staging=tmp_path / "stage")
     assert (again.written, again.reused) == (1, first.written - 1)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from local_hub import TEST_TOKEN, LocalHub
 
-from builders import get_modality, read_chip
+from builders import read_chip
 from dataset_cards.card import write_card
 from shard_tools.inventory import find_regions, scan_region
 from shard_tools.publish import publish
@@ -65,14 +65,17 @@ def test_every_modality_loads_through_the_endpoint_after_publish(built, sample_c
     loaded = json.loads(done.stdout.splitlines()[-1])
 
     inventory = scan_region(find_regions(sample_chips)["conus"])
-    assert sorted(loaded) == sorted(inventory.modalities)
-    for modality, samples in loaded.items():
-        assert sorted(samples) == [chip.chip_id for chip in inventory.chips], modality
+    configs = {config: modality for modality in inventory.modalities  # every modality and each of its aliases
+               for config in (modality, *inventory.specs[modality].aliases)}
+    assert sorted(loaded) == sorted(configs)
+    for config, samples in loaded.items():
+        modality = configs[config]
+        assert sorted(samples) == [chip.chip_id for chip in inventory.chips], config
         for chip in inventory.chips:
             split, available, fields = samples[chip.chip_id]
             assert split == SPLITS[chip.split]
             source = inventory.source(modality, chip.chip_id)
             assert available == (source.status == "file")
             expected = ({} if not available else
-                        read_chip(get_modality(modality), Path(source.path), chip.chip_id).arrays)
-            assert fields == {name: fingerprint(array) for name, array in expected.items()}, (modality, chip)
+                        read_chip(inventory.specs[modality], Path(source.path), chip.chip_id).arrays)
+            assert fields == {name: fingerprint(array) for name, array in expected.items()}, (config, chip)

@@ -25,6 +25,7 @@ from huggingface_hub.hf_api import RepoFile
 from local_hub import TEST_TOKEN, LocalHub
 
 from shard_tools.publish import PublishError, PublishReport, publish
+from tests.conftest import canonical
 
 REPO = "m3leo-test/region-x"
 SHAPE = (4, 8, 8)
@@ -291,7 +292,7 @@ def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, 
     common = ["--repo-id", REPO, "--endpoint", local_hub.url, "--token", TEST_TOKEN]
     assert cli(["publish", str(region_dir), *common, "--dry-run"]) == 0
     plan = capsys.readouterr().out
-    assert "would upload" in plan and "  upload s1grd/train-000000.tar" in plan and local_hub.repos == {}
+    assert "would upload" in plan and f"  upload {canonical('s1grd')}/train-000000.tar" in plan and local_hub.repos == {}
     assert cli(["publish", str(region_dir), *common]) == 0
     assert remote_sha256(local_hub) == local_sha256(region_dir)
     assert cli(["publish", str(region), *common]) == 1

@@ -48,16 +48,19 @@ from hypothesis import strategies as st
 import m3leo_hf
 from builders import ChipError, get_modality, read_chip
 from builders.isolated import IsolatedReader
-from builders.sample import MODALITY_ORDER, write_release_parquet, write_sample
+from builders.registry import modality_for_folder
+from builders.sample import write_release_parquet, write_sample
 from shard_tools.build import build
 from shard_tools.release import convert_release
 from shard_tools.verify import verify_region
+from tests.conftest import canonical
 
 # h5netcdf's File.__del__ fails on a file whose open failed (AttributeError '_writable'): library noise
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 REGION = "conus"
-MODALITIES = ("s1grd", "esaworldcover", "biomass")
+MODALITIES = ("s1grd", "esaworldcover", "biomass")  # aliases: stream keys; shard folders are canonical(name)
+ALIAS_OF = {canonical(name): name for name in MODALITIES}
 WATCHDOG_S = 120
 HANG_S = 5
 FUZZ = settings(max_examples=60, deadline=timedelta(seconds=5), derandomize=True, database=None,
@@ -213,7 +216,7 @@ def test_read_chip_on_damaged_bytes(chips, modality):
             assert field["dtype"] == str(array.dtype) and field["shape"] == list(array.shape)
         if spec.container == "geotiff":
             (array,) = sample.arrays.values()
-            assert str(array.dtype) == spec.dtype and array.shape[0] == len(spec.band_names)
+            assert str(array.dtype) == spec.stored_dtype and array.shape[0] == len(spec.band_names)
 
     check()
 
@@ -252,7 +255,7 @@ def test_build_over_a_hanging_chip_finishes_and_names_it(chips, tmp_path):
                           env=env, capture_output=True, text=True, timeout=WATCHDOG_S)
     assert done.returncode == 0, done.stderr
     assert f"chip {path.stem}" in done.stderr and "reader still busy" in done.stderr
-    rows = pq.read_table(tmp_path / "out" / REGION / "metadata" / "gunw.parquet").to_pylist()
+    rows = pq.read_table(tmp_path / "out" / REGION / "metadata" / f"{canonical('gunw')}.parquet").to_pylist()
     reasons = {r["chip_id"]: r["missing_reason"] for r in rows}
     assert reasons[path.stem].startswith("unreadable: reader still busy")
     assert verify_region(tmp_path / "out" / REGION) == []
@@ -312,15 +315,16 @@ def test_stream_structure_damage_is_an_error_or_harmless(region):
 
 
 @pytest.mark.parametrize("old,new,message", [
-    (b"'descr': '<u2'", b"'descr': '>u2'", r"\.npy is >u2 .* its json says uint16"),
-    (b'"view_as":"int16"', b'"view_as":"int26"', r"view_as 'int26', not a 2-byte dtype"),
+    (b"'descr': '<i2'", b"'descr': '>i2'", r"\.npy is >i2 .* its json says int16"),
+    # no view_as is stored (s1grd is int16 already): put one, of the same length, where source_dtype was
+    (b'"source_dtype":"uint16"', b'"view_as":      "int26"', r"view_as 'int26', not a 2-byte dtype"),
 ])
 def test_stream_refuses_reinterpreting_headers(region, old, new, message):
     """Damage that keeps a valid .npy header or json but would reinterpret every value (byte order,
     view_as) is refused, checksums or not (by the member's sha256 before decoding where the member is
     hashed: every member with checksums, json members always; tests/test_hostile_read.py rewrites the
     index to match and reaches the decoder's own checks)."""
-    path = next(p for p in shards(region) if p.parent.name == "s1grd")
+    path = next(p for p in shards(region) if p.parent.name == canonical("s1grd"))
     original = path.read_bytes()
     with replaced(path, original.replace(old, new, 1)):
         for verify in (False, True):
@@ -351,7 +355,7 @@ def test_stream_payload_damage_stays_in_its_member(region):
         spans = [s for s in tar_spans(path) if s[0] in ("npy_data", "json")]
         change = data.draw(damage(len(original), spans))
         member = next(s[3] for s in spans if s[1] <= change[1] < s[2])
-        key, field = member.split(".", 1)[0], f"{path.parent.name}.{member.split('.')[1]}"
+        key, field = member.split(".", 1)[0], f"{ALIAS_OF[path.parent.name]}.{member.split('.')[1]}"
         split = path.name.split("-")[0]
         with replaced(path, damaged(original, change)):
             try:
@@ -418,7 +422,7 @@ def test_convert_release_on_damaged_parquet(release, tmp_path):
     @given(data=st.data())
     def check(data):
         path = data.draw(st.sampled_from(files))
-        modality = next(m for m in MODALITY_ORDER if path.parent.name in get_modality(m).folders)
+        modality = modality_for_folder(path.parent.name).name
         if modality not in clean:
             clean[modality] = convert(modality)[0]
         original = path.read_bytes()
@@ -547,10 +551,10 @@ def test_read_only_output_leaves_no_partial_shard(chips, tmp_path):
     out = tmp_path / "out"
     args = ["build", "--chips", str(chips), "--out", str(out), "--modality", "s1grd", "--modality",
             "esaworldcover", "--chips-per-shard", "1", "--quiet"]
-    with read_only(out / REGION / "esaworldcover"):
+    with read_only(out / REGION / canonical("esaworldcover")):
         failed = _cli(*args)
         assert failed.returncode != 0 and ("not permitted" in failed.stderr or "denied" in failed.stderr)
-        assert not list((out / REGION / "esaworldcover").iterdir())
+        assert not list((out / REGION / canonical("esaworldcover")).iterdir())
     _no_partial_shard(out)
     assert _cli(*args).returncode == 0
     assert verify_region(out / REGION) == []

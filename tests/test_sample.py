@@ -32,6 +32,12 @@ EXPECTED = {  # spec §1.3
 GEE = ("s1grd", "s2rgbm", "esaworldcover", "modis", "srtmdem")
 GEOTIFF = (*GEE, "ghsbuilts")
 ALL = ("s1grd", "s2rgbm", "gssic", "gunw", "esaworldcover", "ghsbuilts", "biomass", "modis", "srtmdem")
+GROWTH = {  # more folders of the release (spec §2.16): manifest key (config name) -> folder as the release spells it
+    "s1grd-2019": "s1grd-2019", "s2rgbm-2019": "s2rgbm-2019", "biomass-2019": "biomass-2019",
+    "gunw-2020-04-01-2020-06-30": "gunw-2020-04-01_2020-06-30", "gunw-2020-01": "gunw-2020-01",
+    "lcci-2020": "lcci-2020", "firecci51": "firecci51",
+}
+GUNW_GROWTH = ("gunw-2020-04-01-2020-06-30", "gunw-2020-01")  # no GUNW in Europe
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +79,7 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     shared = a.keys() & c.keys()
     assert all(a[k] == c[k] for k in shared if k.endswith((".csv", ".geojson")))
     assert any(a[k] != c[k] for k in shared if k.endswith((".tif", ".nc")))
-    assert {Path(k).suffix for k in a} == {".geojson", ".csv", ".tif", ".nc", ".skipped"}
+    assert {Path(k).suffix for k in a} == {".geojson", ".csv", ".tif", ".nc", ".skipped", ".nodata"}  # FireCCI markers
 
 
 def test_refuses_non_empty_target(sample):
@@ -92,9 +98,11 @@ def test_tree_layout_and_split_csv(sample):
         assert region.splits_csv == sample.root / aoi / f"{stem}{suffix}"
         assert region.data_dir == sample.root / aoi / stem
         folders = {p.name for p in region.data_dir.iterdir()}
-        expected = {get_modality(m).folder for m in ALL if m != "gunw" or aoi != "europe"}
+        keys = {m for m in (*ALL, *GROWTH) if aoi != "europe" or (m != "gunw" and m not in GUNW_GROWTH)}
+        expected = {GROWTH[m] if m in GROWTH else get_modality(m).folder for m in keys}
         assert folders == expected
-        assert set(region.modalities) == {m for m in ALL if m != "gunw" or aoi != "europe"}
+        assert set(region.modalities) == keys
+        assert {region.folder(m).name for m in region.modalities} == expected
         assert region.splits_csv.read_text().splitlines()[0] == "identifier,split"
         rows = _csv(region.splits_csv)
         assert [r["identifier"] for r in rows] == region.chip_ids
@@ -271,12 +279,13 @@ def test_missing_skipped_and_stray_files(sample):
             if aoi == "europe" and modality == "gunw":
                 assert not skipped and all("gunw" in c.missing for c in chips)
                 assert not (region.data_dir / get_modality("gunw").folder).exists()
+                assert not any((region.data_dir / GROWTH[m]).exists() for m in GUNW_GROWTH)
                 continue
             assert len(skipped) == 1 and region.path(skipped[0].chip_id, modality).read_text() == code
         stray = region.stray["s1grd"]
         assert stray not in region.chips and region.path(stray, "s1grd").is_file()
         for modality in region.modalities:
-            folder = region.data_dir / get_modality(modality).folder
+            folder = region.folder(modality)
             on_disk = {p.name for p in folder.iterdir()}
             expected = {region.path(c, modality).name for c in region.chip_ids if region.path(c, modality)}
             if modality == "s1grd":

@@ -24,8 +24,10 @@ from local_hub import TEST_TOKEN, LocalHub
 from m3leo_hf import reader
 from m3leo_hf.transforms import IGNORE_INDEX
 from shard_tools.build import build
+from tests.conftest import canonical
 
-MODALITIES = ("s1grd", "s2rgbm", "esaworldcover")
+MODALITIES = ("s1grd", "s2rgbm", "esaworldcover")  # aliases: stream keys; folders are canonical(name)
+S1GRD, ESAWC = canonical("s1grd"), canonical("esaworldcover")
 REGIONS = ("conus", "europe", "pakin")
 
 
@@ -45,10 +47,11 @@ def chips(out: Path, split: str, regions=REGIONS, require=()) -> set[str]:
     """Chip ids of ``split`` (having every modality in ``require``), from the published Parquet."""
     found = set()
     for region in regions:
-        rows = pq.read_table(out / region / "metadata" / "s1grd.parquet", columns=["chip_id", "split"]).to_pylist()
+        rows = pq.read_table(out / region / "metadata" / f"{S1GRD}.parquet", columns=["chip_id", "split"]).to_pylist()
         ids = {r["chip_id"] for r in rows if r["split"] == split}
         for modality in require:
-            table = pq.read_table(out / region / "metadata" / f"{modality}.parquet", columns=["chip_id", "available"])
+            table = pq.read_table(out / region / "metadata" / f"{canonical(modality)}.parquet",
+                                  columns=["chip_id", "available"])
             ids &= {r["chip_id"] for r in table.to_pylist() if r["available"]}
         found |= ids
     return found
@@ -56,9 +59,10 @@ def chips(out: Path, split: str, regions=REGIONS, require=()) -> set[str]:
 
 @functools.cache
 def source(region_dir: Path, modality: str) -> dict[str, dict]:
-    """Every sample of a region's modality read straight from its tars: {chip: {field: array, "json": dict}}."""
+    """Every sample of a region's modality (name or alias) read straight from its tars:
+    {chip: {field: array, "json": dict}}."""
     out: dict[str, dict] = {}
-    for path in sorted((region_dir / modality).glob("*.tar")):
+    for path in sorted((region_dir / canonical(modality)).glob("*.tar")):
         with tarfile.open(path) as tar:
             for member in tar:
                 key, _, ext = member.name.partition(".")
@@ -79,7 +83,7 @@ def test_joined_samples_equal_source_arrays(stream_shards):
             assert sample[f"{modality}_available"] == raw["json"]["available"]
             assert sample["meta"][modality] == raw["json"]
             if raw["json"]["available"]:
-                expected = raw[modality].view(raw["json"]["fields"][modality]["view_as"] or raw[modality].dtype)
+                expected = raw[modality].view(raw["json"]["fields"][modality].get("view_as") or raw[modality].dtype)
                 assert sample[modality].numpy().dtype == expected.dtype
                 np.testing.assert_array_equal(sample[modality].numpy(), expected)
     assert sorted(seen) == sorted(chips(stream_shards, "train"))
@@ -91,7 +95,7 @@ def test_normalize_bands_labels_and_spatial_size(stream_shards):
     bands = ["winter_vvdes", "fall_vhasc"]
     data = m3leo_hf.stream(str(region), modalities=["s1grd", "esaworldcover"], split="val", normalize=True,
                            bands={"s1grd": bands}, spatial_size=30)
-    stats = json.loads((region / "metadata" / "s1grd.stats.json").read_text())["splits"]["train"]["s1grd"]
+    stats = json.loads((region / "metadata" / f"{S1GRD}.stats.json").read_text())["splits"]["train"]["s1grd"]
     for sample in data:
         raw = source(region, "s1grd")[sample["chip_id"]]["s1grd"]
         pick = [stats["band_names"].index(b) for b in bands]
@@ -157,8 +161,8 @@ def flip(path: Path, offset: int, count: int = 8) -> None:
 
 
 def row(region: Path, shard: str, sample: int) -> dict:
-    rows = pq.read_table(region / "metadata" / "s1grd.parquet").to_pylist()
-    return next(r for r in rows if r["shard"] == f"s1grd/{shard}" and r["sample_index"] == sample)
+    rows = pq.read_table(region / "metadata" / f"{S1GRD}.parquet").to_pylist()
+    return next(r for r in rows if r["shard"] == f"{S1GRD}/{shard}" and r["sample_index"] == sample)
 
 
 def npy_member(region: Path) -> int:
@@ -166,16 +170,16 @@ def npy_member(region: Path) -> int:
 
 
 @pytest.mark.parametrize("damage,message,verify", [
-    (lambda r: (r / "s1grd/train-000001.tar").write_bytes((r / "s1grd/train-000001.tar").read_bytes()[:30000]),
+    (lambda r: (r / S1GRD / "train-000001.tar").write_bytes((r / S1GRD / "train-000001.tar").read_bytes()[:30000]),
      r"train-000001\.tar: .*(unexpected end|truncated)", False),
-    (lambda r: flip(r / "s1grd/train-000001.tar", row(r, "train-000001.tar", 1)["offset"] + 100),
+    (lambda r: flip(r / S1GRD / "train-000001.tar", row(r, "train-000001.tar", 1)["offset"] + 100),
      r"train-000001\.tar: .*(sample 1|invalid header)", False),
-    (lambda r: flip(r / "s1grd/train-000001.tar", npy_member(r)),
+    (lambda r: flip(r / S1GRD / "train-000001.tar", npy_member(r)),
      r"train-000001\.tar: member [0-9a-f]{13}\.s1grd\.npy is not a valid \.npy", False),
-    (lambda r: flip(r / "s1grd/train-000001.tar", npy_member(r) + 500, 1),
+    (lambda r: flip(r / S1GRD / "train-000001.tar", npy_member(r) + 500, 1),
      r"train-000001\.tar: sha256 .* does not match the index", True),
-    (lambda r: shutil.copy(r / "esaworldcover/train-000002.tar", r / "esaworldcover/train-000001.tar"),
-     r"esaworldcover/train-000001\.tar: sample 0 is '[0-9a-f]+', the index says", False),
+    (lambda r: shutil.copy(r / ESAWC / "train-000002.tar", r / ESAWC / "train-000001.tar"),
+     rf"{ESAWC}/train-000001\.tar: sample 0 is '[0-9a-f]+', the index says", False),
 ])
 def test_corrupt_shard_is_a_clear_error(tmp_path, stream_shards, damage, message, verify):
     region = corrupted(tmp_path, stream_shards, damage)
@@ -294,7 +298,7 @@ def test_in_process_state_dict_resumes_exactly(stream_shards):
 def test_region_without_a_modality(tmp_path, stream_shards):
     europe = tmp_path / "europe"
     shutil.copytree(stream_shards / "europe", europe)
-    for path in europe.glob("metadata/s2rgbm.*"):
+    for path in europe.glob(f"metadata/{canonical('s2rgbm')}.*"):
         path.unlink()
     data = [str(stream_shards / "conus"), str(europe)]
     masked = list(m3leo_hf.stream(data, modalities=["s1grd", "s2rgbm"], split="val", spatial_size=32))
