@@ -3,6 +3,7 @@ as a torch ``IterableDataset`` with exact, resumable epochs under DDP and DataLo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Iterator, Mapping, Sequence
@@ -11,14 +12,13 @@ import numpy as np
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
-from builders.registry import get_modality
 from m3leo_hf.collate import collate, to_torch
+from m3leo_hf.config import StreamConfig
 from m3leo_hf.index import AlignedShard, load_region
+from m3leo_hf.modalities import declaration
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
-from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, pool_stats
-
-Bands = Sequence[str] | Mapping[str, Sequence[str]]
+from m3leo_hf.transforms import ModalityTransform, pool_stats
 
 
 class M3LEOStream(IterableDataset):
@@ -39,37 +39,26 @@ class M3LEOStream(IterableDataset):
     started with spawn/forkserver have no process group and use the values seen here.
     """
 
-    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
-                 split: str = "train", batch_size: int | None = None, shuffle: bool | None = None,
-                 shuffle_buffer: int = 256, seed: int = 0, equalize: Equalize | None = None,
-                 drop_last: bool | None = None, missing: str = "mask", bands: Mapping[str, Bands] | None = None,
-                 normalize: bool | Sequence[str] = False, labels: bool = True,
-                 spatial_size: Size | Mapping[str, Size] | None = None, rank: int | None = None,
-                 world_size: int | None = None, verify_checksums: bool = False, retries: int = 3,
-                 storage_options: Mapping | None = None, datepairs: DatePairs | Mapping | bool | None = None):
-        if missing not in ("mask", "skip"):
-            raise ValueError(f"missing must be 'mask' or 'skip', not {missing!r}")
-        if (rank is None) != (world_size is None):
-            raise ValueError("give both rank and world_size, or neither")
-        train = split == "train"
-        self.roots = [os.fspath(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
-        self.modalities = list(modalities)
-        self.split, self.batch_size, self.seed, self.missing = split, batch_size, seed, missing
-        self.shuffle = train if shuffle is None else shuffle
-        self.shuffle_buffer = shuffle_buffer if self.shuffle else 0
-        self.equalize: Equalize = equalize or ("drop" if train else "pad")
-        self.drop_last = train if drop_last is None else drop_last
-        self.verify, self.retries, self.storage_options = verify_checksums, retries, storage_options
-        self.regions = [load_region(r, self.modalities, split, retries=retries, storage_options=storage_options)
-                        for r in self.roots]
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig, *,
+                 modalities: Sequence[str] | None = None, **options):
+        config = roots if isinstance(roots, StreamConfig) else StreamConfig.create(roots, modalities=modalities,
+                                                                                    **options)
+        self.config = config
+        self.roots, self.modalities, self.split = list(config.roots), list(config.modalities), config.split
+        self.batch_size, self.seed, self.missing = config.batch_size, config.seed, config.missing
+        self.shuffle, self.shuffle_buffer = config.shuffle, config.shuffle_buffer
+        self.equalize: Equalize = config.equalize
+        self.drop_last = config.drop_last
+        self.verify, self.retries, self.storage_options = config.verify_checksums, config.retries, config.storage_options
+        self.regions = [load_region(r, self.modalities, self.split, retries=self.retries,
+                                    storage_options=self.storage_options) for r in self.roots]
         self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
         self.eligible = [self._eligible(s) for s in self.shards]
-        paired = [m for m in self.modalities if get_modality(m).variable_axis == "datepair"]
-        if datepairs not in (None, False) and not paired:
+        paired = [m for m in self.modalities if declaration(m).variable_axis == "datepair"]
+        if config.datepairs not in (None, False) and not paired:
             raise ValueError(f"datepairs= selects GUNW date pairs, but none of {self.modalities} has them")
-        self.transforms = {m: self._transform(m, bands, normalize, labels, spatial_size,
-                                              datepairs if m in paired else None) for m in self.modalities}
-        self._explicit = None if rank is None else (rank, world_size)
+        self.transforms = {m: self._transform(m, m in paired) for m in self.modalities}
+        self._explicit = None if config.rank is None else (config.rank, config.world_size)
         self._dist = self._explicit or (0, 1)
         self._placeholders: dict[str, dict] = {}
         self.epoch, self._consumed = 0, 0
@@ -81,14 +70,25 @@ class M3LEOStream(IterableDataset):
             self.epoch, self._consumed = epoch, 0
 
     def state_dict(self) -> dict:
+        """Position (epoch, items consumed) and what it is valid for: world size, the order options and
+        their fingerprint (``StreamConfig.order``)."""
         return {"epoch": self.epoch, "batches": self._consumed, "seed": self.seed,
-                "world_size": self._distribution()[1], "batch_size": self.batch_size}
+                "world_size": self._distribution()[1], "batch_size": self.batch_size,
+                "order": self.config.order(), "fingerprint": self.config.fingerprint}
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Restore a position; refused, naming the options that differ, when the state was saved by a stream
+        with other order options (seed, roots, shuffle_buffer, missing, equalize, drop_last...) or world size."""
+        mine = self.state_dict()
         for key in ("seed", "world_size", "batch_size"):
-            if key in state and state[key] != self.state_dict()[key]:
-                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this stream "
-                                 f"{self.state_dict()[key]!r}")
+            if key in state and state[key] != mine[key]:
+                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this stream {mine[key]!r}")
+        if "fingerprint" in state and state["fingerprint"] != mine["fingerprint"]:
+            saved = state.get("order", {})
+            changed = {k: (saved.get(k), v) for k, v in mine["order"].items() if saved.get(k) != v}
+            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items()) or "unknown options"
+            raise ValueError(f"cannot resume: the state was saved by a stream with other order options "
+                             f"(fingerprint {state['fingerprint']} vs {mine['fingerprint']}): {detail}")
         self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
 
     def __len__(self) -> int:
@@ -172,7 +172,8 @@ class M3LEOStream(IterableDataset):
             arrays, info = decode(sample, shard.files[modality].url if modality in shard.files else shard.region)
             available = bool(info.get("available", bool(arrays)))
             if available:
-                value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"))
+                value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"),
+                                                  info.get("labels"), shard.region)
             else:
                 value = {k: v.copy() for k, v in self._placeholder(modality).items()}
             out[modality] = value[modality] if list(value) == [modality] else value
@@ -194,14 +195,14 @@ class M3LEOStream(IterableDataset):
             return np.arange(shard.nsamples)
         return np.flatnonzero(np.logical_and.reduce([shard.available[m] for m in self.modalities]))
 
-    def _transform(self, modality: str, bands: Mapping | None, normalize: bool | Sequence[str], labels: bool,
-                   spatial_size: Size | Mapping[str, Size] | None, datepairs: DatePairs | Mapping | bool | None
-                   ) -> ModalityTransform:
-        norm = modality in normalize if not isinstance(normalize, bool) else normalize
-        size = spatial_size.get(modality) if isinstance(spatial_size, Mapping) else spatial_size
+    def _transform(self, modality: str, paired: bool) -> ModalityTransform:
+        option = functools.partial(self.config.per_modality, modality=modality)
+        norm = option("normalize")
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
-        return ModalityTransform(modality, stats=stats, bands=(bands or {}).get(modality), normalize=norm,
-                                 labels=labels, spatial_size=size, datepairs=datepairs)
+        return ModalityTransform(modality, stats=stats, bands=(self.config.bands or {}).get(modality),
+                                 normalize=norm, labels=self.config.labels, spatial_size=option("spatial_size"),
+                                 resize=option("resize"), datepairs=self.config.datepairs if paired else None,
+                                 transform=option("transform"))
 
     def _placeholder(self, modality: str) -> dict:
         """Output for chips lacking ``modality``, shaped like the first chip that has it."""
@@ -233,8 +234,8 @@ def _runs(plan: RankPlan, positions: np.ndarray) -> Iterator[np.ndarray]:
     yield from np.split(positions, breaks)
 
 
-def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
-           **options) -> M3LEOStream:
+def stream(roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig, *,
+           modalities: Sequence[str] | None = None, **options) -> M3LEOStream:
     """Stream the aligned shards of region ``roots`` (local region dirs, ``https://…/resolve/main``,
     ``hf://datasets/ORG/NAME``) joined by chip id.
 
@@ -252,6 +253,10 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities
     (72, 132), "long": (140, 216)}, "rule": "far" | "close" | "mean"}`` (these are the defaults):
     ``sample["gunw"]`` is then ``{field: (n_windows, H, W) float32, "pairs_available": (n_windows,)
     bool}``, a window without a pair in its baseline range being zeros; see
-    ``m3leo_hf.transforms.DatePairs``).
+    ``m3leo_hf.transforms.DatePairs``; ``"order": "file"`` picks far/close as the upstream loader does,
+    the first/last matching pair in file order); ``resize`` (int, (H, W) or per modality: resampling,
+    bilinear with antialias, class maps nearest, mean-preserving for regression labels); ``transform``
+    (a stage ``Chip -> Chip``, a list of them, or per modality: run after the built-in ones, see
+    ``m3leo_hf.stages``). ``roots`` may also be a ``StreamConfig`` holding every option.
     """
     return M3LEOStream(roots, modalities=modalities, **options)

@@ -18,6 +18,7 @@ import datasets
 import numpy as np
 
 from m3leo_hf.collate import to_torch
+from m3leo_hf.stages import Stage
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
@@ -29,6 +30,7 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
          normalize: bool = True, bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
          labels: bool = True, spatial_size: Size | None = None, available_only: bool = True, meta: bool = False,
          revision: str | None = None, datepairs: DatePairs | Mapping[str, Any] | bool | None = None,
+         resize: Size | None = None, transform: Stage | Sequence[Stage] | None = None,
          **load_kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
     """``load_dataset(region_or_repo, modality, split=...)`` yielding ``{field: tensor, ..., "__key__": chip id}``.
 
@@ -42,6 +44,8 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     ``datepairs`` (gunw): fixed-size date-pair selection by temporal baseline, as in ``stream()``
     (``True`` or ``{"fields", "windows", "rule"}``, see ``m3leo_hf.transforms.DatePairs``): each
     chosen field ``(n_windows, H, W)`` float32 plus ``pairs_available`` ``(n_windows,)`` bool.
+    ``resize``: resample the last two axes (bilinear with antialias; class maps nearest). ``transform``:
+    stages (``Chip -> Chip``, see ``m3leo_hf.stages``) run after the built-in ones.
     Other keyword arguments go to ``datasets.load_dataset``.
     """
     if split not in SPLIT_NAMES:
@@ -49,7 +53,7 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     source = os.fspath(region_or_repo)
     stats = _train_stats(source, modality, revision) if normalize else None
     transform = ModalityTransform(modality, stats=stats, bands=bands, normalize=normalize, labels=labels,
-                                  spatial_size=spatial_size, datepairs=datepairs)
+                                  spatial_size=spatial_size, resize=resize, datepairs=datepairs, transform=transform)
     ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
                                revision=revision, **load_kwargs)
     if available_only:
@@ -71,7 +75,8 @@ class _Decoder:
         sample_meta = sample["json"]
         out: dict[str, Any] = {}
         if sample_meta["available"]:
-            out.update(to_torch(self.transform(self.read(sample), sample_meta["fields"], sample_meta.get("dates"))))
+            out.update(to_torch(self.transform(self.read(sample), sample_meta["fields"], sample_meta.get("dates"),
+                                               sample_meta.get("labels"), sample_meta.get("region"))))
         out["__key__"] = sample["__key__"]
         if self.meta:
             out["json"] = sample_meta
