@@ -42,6 +42,8 @@ class StreamConfig:
     resize: Size | Mapping[str, Size] | None = None
     datepairs: DatePairs | Mapping | bool | None = None
     transform: Stage | Sequence[Stage] | Mapping[str, Stage | Sequence[Stage]] | None = None
+    recipe: str | Mapping[str, Sequence] | None = None
+    stack: Mapping[str, str | Sequence[str]] | None = None
     rank: int | None = None
     world_size: int | None = None
     verify_checksums: bool = False
@@ -68,6 +70,8 @@ class StreamConfig:
             raise ValueError(f"equalize must be 'drop' or 'pad', not {self.equalize!r}")
         if (self.rank is None) != (self.world_size is None):
             raise ValueError("give both rank and world_size, or neither")
+        if isinstance(self.recipe, str) and self.recipe not in ("ours", "upstream"):
+            raise ValueError(f"recipe must be 'ours', 'upstream' or {{modality: [stages]}}, not {self.recipe!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer or None, not {self.batch_size!r}")
 

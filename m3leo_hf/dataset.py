@@ -14,10 +14,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from m3leo_hf.collate import collate, to_torch
 from m3leo_hf.config import StreamConfig
+from m3leo_hf import upstream
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.modalities import declaration
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
-from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
+from m3leo_hf.reader import AlignmentError, decode, join, read_bytes, read_samples
+from m3leo_hf.recipes import RecipeTransform, stack_sample, stats_file, train_stats
 from m3leo_hf.transforms import ModalityTransform, pool_stats
 
 
@@ -179,6 +181,8 @@ class M3LEOStream(IterableDataset):
             out[modality] = value[modality] if list(value) == [modality] else value
             out[f"{modality}_available"] = available
             meta[modality] = info
+        if self.config.stack:
+            stack_sample(out, self.config.stack)
         out["meta"] = meta
         return out
 
@@ -195,14 +199,32 @@ class M3LEOStream(IterableDataset):
             return np.arange(shard.nsamples)
         return np.flatnonzero(np.logical_and.reduce([shard.available[m] for m in self.modalities]))
 
-    def _transform(self, modality: str, paired: bool) -> ModalityTransform:
+    def _transform(self, modality: str, paired: bool) -> ModalityTransform | RecipeTransform:
         option = functools.partial(self.config.per_modality, modality=modality)
+        recipe = self.config.recipe
+        specs = upstream.default_recipe(modality) if recipe == "upstream" else (
+            recipe.get(modality) if isinstance(recipe, Mapping) else None)
+        if specs is not None:
+            extra = option("transform")
+            extra = [] if extra is None else [extra] if callable(extra) else list(extra)
+            return RecipeTransform(modality, list(specs) + extra, functools.partial(self._stats, modality))
         norm = option("normalize")
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
         return ModalityTransform(modality, stats=stats, bands=(self.config.bands or {}).get(modality),
                                  normalize=norm, labels=self.config.labels, spatial_size=option("spatial_size"),
                                  resize=option("resize"), datepairs=self.config.datepairs if paired else None,
                                  transform=option("transform"))
+
+    def _stats(self, modality: str, variant: str) -> dict[str, dict]:
+        """``{region: train statistics}`` of ``modality`` in the ``variant`` stats file of every root."""
+        out = {}
+        for region in self.regions:
+            if not any(modality in shard.files for shard in region.shards):
+                continue  # the region has no such modality
+            url = join(region.root, f"metadata/{stats_file(modality, variant)}")
+            out[region.region] = train_stats(read_bytes(url, retries=self.retries,
+                                                        storage_options=self.storage_options), url)
+        return out
 
     def _placeholder(self, modality: str) -> dict:
         """Output for chips lacking ``modality``, shaped like the first chip that has it."""

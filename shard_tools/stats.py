@@ -1,4 +1,7 @@
-"""Per-band statistics (count, mean, std, min, max; nodata ignored), mergeable in a fixed order."""
+"""Per-band statistics (count, mean, std, min, max; nodata ignored), mergeable in a fixed order.
+
+``upstream_chip_stats`` is the variant the upstream M3LEO normaliser computes (every pixel counted, nodata
+included and NaN as 0, plus the s1grd vv-vh bands): published as ``<modality>.stats-upstream.json``."""
 
 from __future__ import annotations
 
@@ -61,6 +64,23 @@ def chip_stats(array: np.ndarray, field_meta: dict, names: list[str]) -> dict:
             stats["min"][band] = float(good.min())
             stats["max"][band] = float(good.max())
     return stats
+
+
+UPSTREAM = "@upstream"  # suffix of the upstream-variant entries in a shard record's stats
+
+
+def upstream_chip_stats(array: np.ndarray, field_meta: dict, names: list[str]) -> dict:
+    """Statistics as the upstream ``MeanStdNormalizer`` counts (M3LEO ``utils.py``): no nodata mask, NaN adds
+    0 to the sums but counts as a pixel; bands ``<season>_vv<dir>`` and ``<season>_vh<dir>`` also give
+    ``<season>_vvvh<dir>`` (their difference, upstream's derived channel)."""
+    values = band_values(array, field_meta, names).astype(np.float64)
+    values = np.where(np.isnan(values), 0.0, values)
+    derived = [(n.replace("_vv", "_vvvh", 1), names.index(n), names.index(n.replace("_vv", "_vh", 1)))
+               for n in names if "_vv" in n and n.replace("_vv", "_vh", 1) in names]
+    if derived:
+        names = names + [d[0] for d in derived]
+        values = np.concatenate([values, np.stack([values[a] - values[b] for _, a, b in derived])])
+    return chip_stats(values, {"dims": ["band", "pixel"]}, names)
 
 
 def merge(a: dict, b: dict) -> dict:

@@ -15,13 +15,15 @@ from m3leo_hf.stages.derive import Difference, MonthGroups, Scale, SummarizeSeas
 from m3leo_hf.stages.labels import IGNORE_INDEX, ClassLabels, class_labels
 from m3leo_hf.stages.normalize import Normalize, PercentileStretch, pool_stats
 from m3leo_hf.stages.resize import CropPad, Resize, Size, center_crop_pad
-from m3leo_hf.stages.values import FillNaN, ToFloat, ViewAs
+from m3leo_hf.stages.stack import Stack
+from m3leo_hf.stages.values import FillNaN, ReplaceValues, ToFloat, ViewAs
 
 STAGES: dict[str, type] = {
     "view_as": ViewAs, "to_float": ToFloat, "fill_nan": FillNaN, "select_bands": SelectBands,
     "select_coords": SelectCoords, "difference": Difference, "summarize_seasons": SummarizeSeasons,
     "month_groups": MonthGroups, "scale": Scale, "normalize": Normalize, "percentile_stretch": PercentileStretch,
     "resize": Resize, "crop_pad": CropPad, "class_labels": ClassLabels, "select_pairs": SelectPairs,
+    "stack": Stack, "replace_values": ReplaceValues,
 }
 
 
@@ -43,7 +45,7 @@ def build_pipeline(specs: Sequence[Mapping[str, Any] | Stage]) -> Pipeline:
 
 
 __all__ = ["Chip", "ClassLabels", "CropPad", "DatePairs", "Difference", "FillNaN", "GUNW_BASELINES", "IGNORE_INDEX",
-           "MonthGroups", "Normalize", "PercentileStretch", "Pipeline", "Resize", "STAGES", "Scale", "SelectBands",
-           "SelectCoords", "SelectPairs", "Size", "Stage", "SummarizeSeasons", "ToFloat", "ViewAs", "band_indices",
+           "MonthGroups", "Normalize", "PercentileStretch", "Pipeline", "ReplaceValues", "Resize", "STAGES", "Scale", "SelectBands",
+           "SelectCoords", "SelectPairs", "Size", "Stack", "Stage", "SummarizeSeasons", "ToFloat", "ViewAs", "band_indices",
            "build_pipeline", "build_stage", "center_crop_pad", "class_labels", "fill_value", "pair_baselines",
            "pool_stats"]

@@ -63,3 +63,19 @@ class FillNaN:
                 changes[name] = np.where(np.isfinite(array), array, np.float32(self.value)).astype(array.dtype)
                 meta[name] = {"nodata": None}
         return chip.with_arrays(changes, meta)
+
+
+@dataclass(frozen=True)
+class ReplaceValues:
+    """Replace values in grid fields: ``{old: new}`` (upstream modis: water 200 -> 0)."""
+
+    mapping: dict
+
+    def __call__(self, chip: Chip) -> Chip:
+        changes = {}
+        for name in chip.grids():
+            array = chip.arrays[name].copy()
+            for old, new in self.mapping.items():
+                array[chip.arrays[name] == old] = new
+            changes[name] = array
+        return chip.with_arrays(changes)
