@@ -43,7 +43,7 @@ def experiment(name: str) -> dict:
 def recipes(name: str, crop: int | tuple[int, int] | None = None,
             sar_size: int | tuple[int, int] | None = None) -> dict[str, list]:
     """``{modality: stages}`` of preset ``name``; ``crop``: centre crop/pad the arrays upstream does not resize
-    (upstream assumes 448 x 448 chips; ours vary by a pixel or so); ``sar_size``: gssic/gunw resize target
+    (upstream assumes 448 x 448 chips; ours vary by a pixel or so; padding is 0); ``sar_size``: gssic/gunw resize target
     instead of upstream's 448 (to match small sample chips)."""
     parts = experiment(name)
     out = {}
@@ -53,7 +53,7 @@ def recipes(name: str, crop: int | tuple[int, int] | None = None,
             options["size"] = sar_size
         stages = upstream.DEFAULTS[modality](**options)
         if crop is not None and not any(s["stage"] == "resize" for s in stages):
-            stages.append({"stage": "crop_pad", "size": crop})
+            stages += [{"stage": "crop_pad", "size": crop}, {"stage": "fill_nan", "value": 0.0}]
         out[modality] = stages
     return out
 
