@@ -533,9 +533,19 @@ def _datepairs(aoi: Aoi, rng: np.random.Generator, seed: int) -> tuple[list[str]
     return [p for p, _ in pairs], [d for _, d in pairs]
 
 
-def _gunw(path: Path, aoi: Aoi, chip: _Chip, scene: _Scene, rng: np.random.Generator, seed: int) -> None:
+GUNW_LAYOUTS = ("per-pair", "sartiles")
+
+
+def _gunw(path: Path, aoi: Aoi, chip: _Chip, scene: _Scene, rng: np.random.Generator, seed: int,
+          layout: str = "per-pair") -> None:
+    """``per-pair``: pairs in descending-baseline order, ``extraMetaData/deltadays`` along ``datepair``.
+    ``sartiles`` (as rramosp/sartiles gunw.py writes them): pairs in granule-query order (unsorted), and
+    ``deltadays`` its own dimension holding the distinct baselines, sorted, uint8."""
     shape = chip.sar_shape
     labels, deltadays = _datepairs(aoi, rng, seed)
+    if layout == "sartiles":
+        order = _rng(seed, chip.chip_id, "gunw-query-order").permutation(len(labels))
+        labels, deltadays = [labels[i] for i in order], [deltadays[i] for i in order]
     n = len(labels)
     cover = scene.cover(shape)
     rho, tau = _looks(cover, "rho", "tau")
@@ -582,7 +592,12 @@ def _gunw(path: Path, aoi: Aoi, chip: _Chip, scene: _Scene, rng: np.random.Gener
         radar = _datepair_group(nc, "science/radarMetaData", labels)
         _var(radar, "wavelength", ("datepair",), np.full(n, WAVELENGTH_M), units="m")
         extra = _datepair_group(nc, "science/extraMetaData", labels)
-        _var(extra, "deltadays", ("datepair",), np.array(deltadays, "uint8"), units="days")
+        if layout == "sartiles":
+            distinct = sorted(set(deltadays))
+            extra.dimensions["deltadays"] = len(distinct)
+            _var(extra, "deltadays", ("deltadays",), np.array(distinct, "uint8"), units="days")
+        else:
+            _var(extra, "deltadays", ("datepair",), np.array(deltadays, "uint8"), units="days")
         _var(extra, "direction", ("datepair",), _strings([direction] * n))
 
 
@@ -667,14 +682,14 @@ class SampleManifest:
 SKIP_CODES = {"gunw": "TILE_NOT_FULLY_CONTAINED_IN_ANY_GRANULE", "gssic": "NO_GRANULES_FOUND"}
 
 
-def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: _Chip, seed: int) -> None:
+def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: _Chip, seed: int, gunw_layout: str = "per-pair") -> None:
     """Write ``chip``'s file for modality ``name`` into ``folder``."""
     path = folder / f"{chip.chip_id}{get_modality(name).extension}"
     scene, rng = _scene(aoi, chip, seed), _rng(seed, aoi.key, chip.chip_id, name)
     if name == "gssic":
         _gssic(path, chip, scene, rng)
     elif name == "gunw":
-        _gunw(path, aoi, chip, scene, rng, seed)
+        _gunw(path, aoi, chip, scene, rng, seed, gunw_layout)
     elif name == "biomass":
         _biomass(path, chip, scene, rng)
     elif name == "ghsbuilts":  # cut from a global GeoTIFF by bounding box, not by GEE
@@ -711,7 +726,8 @@ def _special_chips(aoi: Aoi, chips: list[_Chip], seed: int) -> dict[str, str]:
     return {name: pool[int(order[k % len(pool)])] for k, name in enumerate(("s2rgbm", "gunw", "gssic"))}
 
 
-def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed: int) -> RegionManifest:
+def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed: int,
+                  gunw_layout: str = "per-pair") -> RegionManifest:
     root = out / aoi.key
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} already exists and is not empty")
@@ -729,7 +745,7 @@ def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed:
         for name in names:
             folder = data_dir / get_modality(name).folder
             if special.get(name) != chip.chip_id:
-                _write_chip_file(folder, name, aoi, chip, seed)
+                _write_chip_file(folder, name, aoi, chip, seed, gunw_layout)
                 present.append(name)
             elif name in SKIP_CODES:
                 (folder / f"{chip.chip_id}.skipped").write_text(SKIP_CODES[name], encoding="utf-8")
@@ -743,8 +759,12 @@ def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed:
 
 
 def write_sample(out: str | Path, *, regions: Sequence[str] = ("conus", "europe", "pakin"),
-                 chips_per_region: int = 10, pixels: int = 448, seed: int = 0) -> SampleManifest:
+                 chips_per_region: int = 10, pixels: int = 448, seed: int = 0,
+                 gunw_layout: str = "per-pair") -> SampleManifest:
     """Write a deterministic M3LEO processed-chip tree under ``out`` and describe it.
+
+    ``gunw_layout``: ``"per-pair"`` (pairs sorted by descending baseline, ``deltadays`` per pair) or
+    ``"sartiles"`` (the layout of the released files: pairs unsorted, ``deltadays`` its own sorted dimension).
 
     Each region gets a 2-row grid of ``chips_per_region`` chips (4480 m side) near a real place of its AOI;
     split = column stripe (train, train, train, test, val, ...). Refuses to write into a non-empty
@@ -753,10 +773,12 @@ def write_sample(out: str | Path, *, regions: Sequence[str] = ("conus", "europe"
     unknown = [r for r in regions if r not in AOIS]
     if unknown:
         raise KeyError(f"unknown region(s) {unknown}; known: {', '.join(sorted(AOIS))}")
+    if gunw_layout not in GUNW_LAYOUTS:
+        raise ValueError(f"gunw_layout must be one of {GUNW_LAYOUTS}, not {gunw_layout!r}")
     if chips_per_region < 1 or pixels < 16 or seed < 0:
         raise ValueError("need chips_per_region >= 1, pixels >= 16 and seed >= 0")
     root = Path(out)
-    regions_written = {r: _write_region(root, AOIS[r], chips_per_region, pixels, seed) for r in regions}
+    regions_written = {r: _write_region(root, AOIS[r], chips_per_region, pixels, seed, gunw_layout) for r in regions}
     return SampleManifest(root, seed, pixels, regions_written)
 
 
