@@ -44,6 +44,7 @@ class StreamConfig:
     transform: Stage | Sequence[Stage] | Mapping[str, Stage | Sequence[Stage]] | None = None
     recipe: str | Mapping[str, Sequence] | None = None
     stack: Mapping[str, str | Sequence[str]] | None = None
+    lonlat: bool = False
     rank: int | None = None
     world_size: int | None = None
     verify_checksums: bool = False

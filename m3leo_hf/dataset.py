@@ -19,7 +19,7 @@ from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.modalities import declaration
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.reader import AlignmentError, decode, join, read_bytes, read_samples
-from m3leo_hf.recipes import RecipeTransform, stack_sample, stats_file, train_stats
+from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_file, train_stats
 from m3leo_hf.transforms import ModalityTransform, pool_stats
 
 
@@ -181,6 +181,8 @@ class M3LEOStream(IterableDataset):
             out[modality] = value[modality] if list(value) == [modality] else value
             out[f"{modality}_available"] = available
             meta[modality] = info
+        if self.config.lonlat:
+            out["lonlat"] = chip_lonlat({m: meta[m] for m in self.modalities})
         if self.config.stack:
             stack_sample(out, self.config.stack)
         out["meta"] = meta
@@ -279,6 +281,9 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig
     the first/last matching pair in file order); ``resize`` (int, (H, W) or per modality: resampling,
     bilinear with antialias, class maps nearest, mean-preserving for regression labels); ``transform``
     (a stage ``Chip -> Chip``, a list of them, or per modality: run after the built-in ones, see
-    ``m3leo_hf.stages``). ``roots`` may also be a ``StreamConfig`` holding every option.
+    ``m3leo_hf.stages``); ``recipe`` (``"upstream"``: the upstream framework's loaders, ``m3leo_hf.upstream``;
+    or ``{modality: [stage declarations]}``); ``stack`` (``{"x": [modalities]}``: also their outputs
+    concatenated on channels); ``lonlat`` (upstream's virtual modality: ``sample["lonlat"]``, the chip centre
+    ``[lon, lat]``). ``roots`` may also be a ``StreamConfig`` holding every option.
     """
     return M3LEOStream(roots, modalities=modalities, **options)

@@ -56,12 +56,27 @@ class RecipeTransform:
 
 
 def stack_sample(sample: dict, stack: Mapping[str, str | Sequence[str]]) -> None:
-    """Add ``sample[key]``: the output of one modality, or several concatenated on the channel axis (in order)."""
+    """Add ``sample[key]``: the output of one modality, or several concatenated on the channel axis (in order);
+    and ``sample["constant_channels"]`` when a recipe flags it (any flagged modality)."""
+    flags = [v["constant_channels"] for v in sample.values() if isinstance(v, dict) and "constant_channels" in v]
+    if flags:
+        sample["constant_channels"] = np.array(any(bool(f) for f in flags))
     for key, members in stack.items():
         names = [members] if isinstance(members, str) else list(members)
-        values = [sample[m] for m in names]
+        values = [sample[m][m] if isinstance(sample[m], dict) and m in sample[m] else sample[m] for m in names]
         bad = [m for m, v in zip(names, values) if not isinstance(v, np.ndarray)]
         if bad:
             raise ValueError(f"stack {key!r}: {bad} yield several fields; give them a recipe ending in a stack stage")
         sample[key] = values[0] if len(values) == 1 else np.concatenate([v.reshape((-1,) + v.shape[-2:])
                                                                            for v in values])
+
+
+def chip_lonlat(meta: Mapping[str, Mapping]) -> np.ndarray:
+    """Upstream's virtual ``lonlat`` modality (M3LEO:datamodules/components/lonlat.py:30-36: the mean x and y
+    of the chip's pixel centres): the centre of the chip bounds of its first available modality, float32 (2,)."""
+    for info in meta.values():
+        bounds = info.get("bounds") if isinstance(info, Mapping) and info.get("available", True) else None
+        if bounds:
+            west, south, east, north = bounds
+            return np.array([(west + east) / 2, (south + north) / 2], dtype=np.float32)
+    return np.full(2, np.nan, dtype=np.float32)

@@ -35,11 +35,13 @@ def _seq(value) -> list:
 
 def s1grd(pols: Sequence[str] = ("vv", "vh"), directions: Sequence[str] = ("asc",),
           seasons: Sequence[str] = SEASONS, summarize_seasons: bool = False,
-          percentiles: Sequence[float] | None = None, normalize: bool = True) -> list[Spec]:
+          percentiles: Sequence[float] | None = None, normalize: bool = True,
+          skip_constant_channels: bool = False) -> list[Spec]:
     """``load_s1grd`` (M3LEO:io/io.py:118-186): bands pol -> direction -> season as requested, int16 as
     float32, zeros kept as data; ``vv-vh`` (after ``vv`` and ``vh``) prepends stored vv - vh per season and
     direction, season-major; ``summarize_seasons``: season means, bands in alphabetical order;
-    ``percentiles``: per-chip stretch; then the per-channel z-score (M3LEO:utils.py:350-483)."""
+    ``percentiles``: per-chip stretch; then the per-channel z-score (M3LEO:utils.py:350-483);
+    ``skip_constant_channels``: flag (``constant_channels``) what upstream would redraw."""
     pols, directions, seasons = _seq(pols), _seq(directions), _seq(seasons)
     plain = [p for p in pols if p != "vv-vh"]
     if "vv-vh" in pols and not {"vv", "vh"} <= set(pols[:pols.index("vv-vh")]):
@@ -57,7 +59,15 @@ def s1grd(pols: Sequence[str] = ("vv", "vh"), directions: Sequence[str] = ("asc"
         stages.append({"stage": "percentile_stretch", "low": percentiles[0], "high": percentiles[1]})
     if normalize:
         stages.append(_normalize())
-    return stages + [{"stage": "stack", "fields": ["s1grd"]}]
+    return stages + _flag(skip_constant_channels, ["s1grd"]) + [_stack(["s1grd"], "s1grd", skip_constant_channels)]
+
+
+def _flag(on: bool, fields: list[str]) -> list[Spec]:
+    return [{"stage": "flag_constant", "fields": fields}] if on else []
+
+
+def _stack(fields: list[str], name: str, flagged: bool) -> Spec:
+    return {"stage": "stack", "fields": fields, "name": name, "keep": ["constant_channels"] if flagged else []}
 
 
 def s2rgbm(months: Sequence[str | Sequence[str]] = MONTHS, normalize: bool = True) -> list[Spec]:
@@ -78,7 +88,7 @@ def s2rgbm(months: Sequence[str | Sequence[str]] = MONTHS, normalize: bool = Tru
 def gssic(variable: str | Sequence[str] = "coherence", season: Sequence[str] | None = None,
           polarimetry: Sequence[str] | None = None, deltadays: Sequence[int] | None = None,
           param: Sequence[str] | None = None, feature: Sequence[str] | None = None, normalize: bool = True,
-          size: int | tuple[int, int] | None = SAR_SIZE) -> list[Spec]:
+          size: int | tuple[int, int] | None = SAR_SIZE, skip_constant_channels: bool = False) -> list[Spec]:
     """``load_gssic`` (M3LEO:io/io.py:330-364; M3LEO:datamodules/components/gssic.py:68-116): each variable
     selected by coordinate in the requested order (a dimension not given: all of it, as the blosc loader's
     default), flattened and stacked in list order; z-score; GSSICTransform: NaN -> 0, resize to 448
@@ -92,7 +102,7 @@ def gssic(variable: str | Sequence[str] = "coherence", season: Sequence[str] | N
     stages: list[Spec] = [{"stage": "select_coords", "select": select}, {"stage": "to_float", "mask_nodata": False}]
     if normalize:
         stages.append(_normalize(fields=variables))
-    stages.append({"stage": "stack", "fields": variables, "name": "gssic"})
+    stages += _flag(skip_constant_channels, variables) + [_stack(variables, "gssic", skip_constant_channels)]
     return stages + _sar_transform(size)
 
 

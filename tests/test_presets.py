@@ -46,6 +46,11 @@ def test_preset_matches_the_upstream_recipe(name, built, sample_chips):
             expected = [ref.center_crop(x, CROP) for x in expected]
         x = np.concatenate(expected)
         np.testing.assert_allclose(sample["x"].numpy(), x, rtol=1e-5, atol=2e-5, err_msg=f"{name} {sample['chip_id']}")
+        flagged = [ref.constant_channels(root, sample["chip_id"], m, o) for m, o in parts["inputs"]
+                   if o.get("skip_constant_channels")]
+        assert ("constant_channels" in sample) == bool(flagged)
+        if flagged:
+            assert bool(sample["constant_channels"]) == any(flagged)
         if parts["label"]:
             y = ref.label_tensor(root, sample["chip_id"], parts["label"][0])
             if fusion and parts["label"][0] == "esaworldcover":  # not resized upstream: cropped like the inputs

@@ -8,7 +8,7 @@ import torch
 
 import m3leo_hf
 from m3leo_hf.config import StreamConfig
-from m3leo_hf.stages import (Chip, ClassLabels, CropPad, Difference, MonthGroups, PercentileStretch, Resize,
+from m3leo_hf.stages import (Chip, ClassLabels, CropPad, Difference, FlagConstant, MonthGroups, PercentileStretch, Resize,
                              SelectCoords, SummarizeSeasons, build_pipeline)
 from m3leo_hf.transforms import ModalityTransform
 
@@ -88,6 +88,23 @@ def test_percentile_stretch_and_class_labels_other_code():
              {"esaworldcover": {"dims": ["band", "y", "x"]}})
     assert ClassLabels((10, 20))(c).arrays["label"].tolist() == [[255, 0, 1]]
     assert ClassLabels((10, 20), other=0)(c).arrays["label"].tolist() == [[0, 0, 1]]
+
+
+def test_flag_constant_channels():
+    varying = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+    assert not FlagConstant()(chip(varying)).arrays["constant_channels"]
+    flat = varying.copy()
+    flat[1] = 3.0
+    assert FlagConstant()(chip(flat)).arrays["constant_channels"]
+    holey = varying.copy()
+    holey[1, 0, 0] = np.nan  # a NaN std is not a constant channel (as upstream's np.std check)
+    assert not FlagConstant()(chip(holey)).arrays["constant_channels"]
+
+
+def test_lonlat_is_the_chip_centre(built):
+    sample = next(iter(m3leo_hf.stream([str(built / "conus")], modalities=["s1grd"], split="val", lonlat=True)))
+    west, south, east, north = sample["meta"]["s1grd"]["bounds"]
+    np.testing.assert_allclose(sample["lonlat"].numpy(), [(west + east) / 2, (south + north) / 2], rtol=1e-6)
 
 
 def test_declared_pipeline_and_user_stage():

@@ -191,6 +191,7 @@ def _raw_input(region: Region, key: str, opts: dict, path: Path) -> np.ndarray:
 
 def input_tensor(root: str, chip: str, modality: str, options: dict, sar_size) -> np.ndarray:
     """The normalised input upstream's dataset yields for ``chip`` (before the DataLoader's batching)."""
+    options = {k: v for k, v in options.items() if k != "skip_constant_channels"}
     region, key = _region(root), tuple(sorted((k, _hashable(v)) for k, v in options.items()))
     path = region.path(modality, chip)
     stats = input_stats(root, modality, key)
@@ -201,6 +202,15 @@ def input_tensor(root: str, chip: str, modality: str, options: dict, sar_size) -
     if modality == "gssic":
         return _resize(np.nan_to_num(x, nan=0.0), sar_size)
     return np.nan_to_num(x, nan=0.0) if modality == "s2rgbm" else x
+
+
+def constant_channels(root: str, chip: str, modality: str, options: dict) -> bool:
+    """skip_constant_channels (M3LEO:datamodules/components/multidataset.py:193-207): a channel of the normalised,
+    untransformed input with std < 1e-7."""
+    options = {k: v for k, v in options.items() if k != "skip_constant_channels"}
+    region, key = _region(root), tuple(sorted((k, _hashable(v)) for k, v in options.items()))
+    x = _zscore(_raw_input(region, modality, options, region.path(modality, chip)), input_stats(root, modality, key))
+    return bool((x.reshape(len(x), -1).std(axis=1) < 1e-7).any())
 
 
 def label_tensor(root: str, chip: str, modality: str) -> np.ndarray:
