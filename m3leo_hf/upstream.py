@@ -130,6 +130,21 @@ def gunw(variable: str | Sequence[str] = "unwrappedphase", windows: Sequence[Seq
     return stages + _sar_transform(size)
 
 
+def gunw_event(variable: str | Sequence[str] = "unwrappedphase", *, event_start: str, event_end: str,
+               modes: Sequence[str] = ("pre", "co", "pos"), normalize: bool = True,
+               size: int | tuple[int, int] | None = SAR_SIZE) -> list[Spec]:
+    """Upstream's GUNW event mode (M3LEO:io/io_blosc.py:534-665): one pair before (the farthest, as upstream
+    picks it), across (the shortest) and after (starting nearest the event end) the event, in ``modes`` order."""
+    variables = _seq(variable)
+    stages: list[Spec] = [{"stage": "to_float"}]
+    if normalize:
+        stages.append(_normalize(fields=variables))
+    stages += [{"stage": "select_event_pairs", "event_start": event_start, "event_end": event_end,
+                "fields": tuple(variables), "modes": tuple(modes)},
+               {"stage": "stack", "fields": variables, "name": "gunw"}]
+    return stages + _sar_transform(size)
+
+
 def esaworldcover() -> list[Spec]:
     """``ESAWorldCoverDataset`` (M3LEO:datamodules/components/esawc.py:10-41): codes 10..100 -> 0..10, any other
     value (0 = nodata included) -> 0, squeezed to (H, W); never resized."""

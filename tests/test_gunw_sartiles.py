@@ -93,3 +93,22 @@ def test_date_bounds_filter_pairs(sartiles):
         assert bool(sample["gunw"]["pairs_available"][0]) == any(s >= "20200101" for s in starts)
     with pytest.raises(ValueError, match="YYYYMMDD"):
         m3leo_hf.stream([str(shards / "conus")], modalities=["gunw"], datepairs={"last_end_date": "2020-03-01"})
+
+
+def test_event_pairs_pre_co_pos():
+    from m3leo_hf.stages import Chip, SelectEventPairs
+    labels = ["20200110_20191201", "20200301_20200101", "20200320_20200305", "20200201_20191225", "20200115_20191130"]
+    stack = np.arange(len(labels), dtype=np.float32)[:, None, None] * np.ones((1, 1, 2), np.float32)
+    chip = Chip("gunw", {"unwrappedphase": stack}, {"unwrappedphase": {"dims": ["datepair", "latitude", "longitude"]}},
+                dates={"datepairs": labels})
+    event = dict(event_start="20200120", event_end="20200205")
+    # pre: ends before 2020-01-20 (pairs 0 and 4; upstream takes the farthest, 0); co: spans the event (1 only,
+    # pair 3 ends before its end); pos: starts after 2020-02-05 (pair 2)
+    assert SelectEventPairs(**event).choose(labels) == [0, 1, 2]
+    assert SelectEventPairs(**event, pre_rule="nearest").choose(labels) == [4, 1, 2]
+    out = SelectEventPairs(**event, modes=("pos", "pre")).__call__(chip).arrays
+    assert out["unwrappedphase"][:, 0, 0].tolist() == [2.0, 0.0] and out["pairs_available"].tolist() == [True, True]
+    none = SelectEventPairs(event_start="20210101", event_end="20210102")(chip).arrays
+    assert none["pairs_available"].tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="before event_start"):
+        SelectEventPairs(event_start="20200205", event_end="20200120")

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from m3leo_hf.stages.bands import SelectBands, SelectCoords, band_indices
 from m3leo_hf.stages.checks import FlagConstant
 from m3leo_hf.stages.chip import Chip, Pipeline, Stage, fill_value
-from m3leo_hf.stages.datepairs import GUNW_BASELINES, DatePairs, SelectPairs, pair_baselines
+from m3leo_hf.stages.datepairs import GUNW_BASELINES, DatePairs, SelectEventPairs, SelectPairs, pair_baselines
 from m3leo_hf.stages.derive import Difference, MonthGroups, Scale, SummarizeSeasons
 from m3leo_hf.stages.labels import IGNORE_INDEX, ClassLabels, class_labels
 from m3leo_hf.stages.normalize import Normalize, PercentileStretch, pool_stats
@@ -24,6 +24,7 @@ STAGES: dict[str, type] = {
     "select_coords": SelectCoords, "difference": Difference, "summarize_seasons": SummarizeSeasons,
     "month_groups": MonthGroups, "scale": Scale, "normalize": Normalize, "percentile_stretch": PercentileStretch,
     "resize": Resize, "crop_pad": CropPad, "class_labels": ClassLabels, "select_pairs": SelectPairs,
+    "select_event_pairs": SelectEventPairs,
     "stack": Stack, "replace_values": ReplaceValues, "flag_constant": FlagConstant,
 }
 
@@ -47,6 +48,6 @@ def build_pipeline(specs: Sequence[Mapping[str, Any] | Stage]) -> Pipeline:
 
 __all__ = ["Chip", "ClassLabels", "CropPad", "DatePairs", "Difference", "FillNaN", "FlagConstant", "GUNW_BASELINES", "IGNORE_INDEX",
            "MonthGroups", "Normalize", "PercentileStretch", "Pipeline", "ReplaceValues", "Resize", "STAGES", "Scale", "SelectBands",
-           "SelectCoords", "SelectPairs", "Size", "Stack", "Stage", "SummarizeSeasons", "ToFloat", "ViewAs", "band_indices",
+           "SelectCoords", "SelectEventPairs", "SelectPairs", "Size", "Stack", "Stage", "SummarizeSeasons", "ToFloat", "ViewAs", "band_indices",
            "build_pipeline", "build_stage", "center_crop_pad", "class_labels", "fill_value", "pair_baselines",
            "pool_stats"]

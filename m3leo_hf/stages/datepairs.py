@@ -177,3 +177,68 @@ class SelectPairs:
             raise ValueError(f"{chip.modality}: datepairs {list(labels)} give baselines "
                              f"{baselines.astype(int).tolist()} days but deltadays is {deltadays.tolist()}")
         return baselines
+
+
+EVENT_MODES = ("pre", "co", "pos")
+
+
+@dataclass(frozen=True)
+class SelectEventPairs:
+    """Pairs around an event (``event_start``..``event_end``, ``YYYYMMDD``), upstream's event mode
+    (M3LEO:io/io_blosc.py:534-665): ``pre`` ends before the event starts, ``co`` spans the whole event (the
+    shortest such pair), ``pos`` starts after it ends (the one starting nearest its end). ``pre_rule``:
+    ``"farthest"`` (upstream: its argmin over negative offsets takes the pair ending longest before the event)
+    or ``"nearest"``. ``modes`` orders the output; each chosen field becomes ``(len(modes), H, W)`` float32
+    (zeros where no pair qualifies) plus ``pairs_available``."""
+
+    event_start: str
+    event_end: str
+    fields: tuple[str, ...] = ("unwrappedphase",)
+    modes: tuple[str, ...] = EVENT_MODES
+    pre_rule: str = "farthest"
+
+    def __post_init__(self):
+        for value in (self.event_start, self.event_end):
+            _date(value, "event pairs")
+        if self.event_end < self.event_start:
+            raise ValueError(f"event pairs: event_end {self.event_end} is before event_start {self.event_start}")
+        unknown = [m for m in self.modes if m not in EVENT_MODES]
+        if unknown or self.pre_rule not in ("farthest", "nearest"):
+            raise ValueError(f"event pairs: modes are {EVENT_MODES} (got {unknown}); pre_rule farthest|nearest")
+
+    def choose(self, labels: Sequence[str]) -> list[int | None]:
+        """Per mode, the index of the chosen pair (None: no pair qualifies)."""
+        ends = [_date(str(label).split("_")[0], "datepair") for label in labels]
+        starts = [_date(str(label).split("_")[1], "datepair") for label in labels]
+        event_start, event_end = _date(self.event_start, "event"), _date(self.event_end, "event")
+        pre = [i for i, end in enumerate(ends) if end < event_start]
+        co = [i for i in range(len(labels)) if starts[i] <= event_start and ends[i] >= event_end]
+        pos = [i for i, start in enumerate(starts) if start > event_end]
+        far = self.pre_rule == "farthest"
+        picks = {
+            "pre": min(pre, key=lambda i: (ends[i] - event_start).days * (1 if far else -1), default=None),
+            "co": min(co, key=lambda i: (ends[i] - starts[i]).days, default=None),
+            "pos": min(pos, key=lambda i: (starts[i] - event_end).days, default=None),
+        }
+        return [picks[mode] for mode in self.modes]
+
+    def __call__(self, chip: Chip) -> Chip:
+        labels = (chip.dates or {}).get("datepairs")
+        if labels is None:
+            raise KeyError(f"{chip.modality}: event pairs need the sample's dates.datepairs")
+        chosen = [None] * len(self.modes) if chip.placeholder else self.choose(labels)
+        changes, meta = {}, {}
+        for name in self.fields:
+            if name not in chip.arrays:
+                raise KeyError(f"{chip.modality}: no field {name!r}; fields: {chip.grids()}")
+            stack = chip.arrays[name]
+            out = np.zeros((len(self.modes),) + stack.shape[1:], dtype=np.float32)
+            for i, pair in enumerate(chosen):
+                if pair is not None:
+                    out[i] = stack[pair]
+            changes[name] = out
+            meta[name] = {"dims": ["window", *chip.fields[name]["dims"][-2:]], "band_names": list(self.modes)}
+        changes["pairs_available"] = np.array([pair is not None for pair in chosen], dtype=bool)
+        meta["pairs_available"] = {"dims": ["window"]}
+        keep = set(self.fields) | {"pairs_available"}
+        return chip.with_arrays(changes, meta, drop=[n for n in chip.arrays if n not in keep])
