@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from builders.registry import ESAWC_CODES
+from m3leo_hf.modalities import declaration
 
 SEASONS = ("winter", "spring", "summer", "fall")
 MONTHS = tuple(f"{m:02d}" for m in range(1, 13))
@@ -148,7 +148,7 @@ def gunw_event(variable: str | Sequence[str] = "unwrappedphase", *, event_start:
 def esaworldcover() -> list[Spec]:
     """``ESAWorldCoverDataset`` (M3LEO:datamodules/components/esawc.py:10-41): codes 10..100 -> 0..10, any other
     value (0 = nodata included) -> 0, squeezed to (H, W); never resized."""
-    return [{"stage": "class_labels", "class_codes": list(ESAWC_CODES), "other": 0},
+    return [{"stage": "class_labels", "class_codes": list(declaration("esaworldcover").class_codes), "other": 0},
             {"stage": "stack", "fields": ["label"], "name": "esaworldcover", "squeeze": True}]
 
 

@@ -46,6 +46,15 @@ def test_mean_preserving_resize_and_nearest_class_maps():
     assert (labels[0, :4, :4] == 10).all() and (labels[0, 4:, 4:] == 40).all()
 
 
+def test_normalised_fields_are_padded_with_zeros():
+    field = {"dims": ["band", "y", "x"], "dtype": "uint16", "nodata": 0, "view_as": "int16", "band_names": ["a"]}
+    stats = {"s1grd": {"band_names": ["a"], "mean": [-10.0], "std": [2.0]}}
+    raw = np.array([[[0, 65526], [65524, 65530]]], np.uint16)  # nodata, -10, -12, -6 dB
+    out = ModalityTransform("s1grd", stats=stats, normalize=True, spatial_size=4)({"s1grd": raw}, {"s1grd": field})
+    np.testing.assert_array_equal(out["s1grd"][0, 1:3, 1:3], [[0.0, 0.0], [-1.0, 2.0]])
+    assert np.isfinite(out["s1grd"]).all() and out["s1grd"][0, 0].tolist() == [0.0] * 4
+
+
 def test_crop_pad_follows_coordinates():
     c = Chip("biomass", {"agb": np.ones((3, 4), np.float32), "lat": np.arange(3.0), "lon": np.arange(4.0)},
              {"agb": {"dims": ["lat", "lon"], "dtype": "float32"}, "lat": {"dims": ["lat"]}, "lon": {"dims": ["lon"]}})

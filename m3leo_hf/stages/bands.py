@@ -78,11 +78,10 @@ class SelectCoords:
 
 
 def _names(chip: Chip, name: str, dims: Mapping[str, Sequence]) -> list[str]:
-    """Band names after the selection (product of the kept labels per leading dim)."""
+    """Band names after the selection: the product of the kept labels of each leading dim, joined by '_'."""
+    field = chip.fields[name]
     names = [""]
-    for dim in list(chip.fields[name].get("dims", []))[:-2]:
-        values = [str(v) for v in dims[dim]] if dim in dims else [str(v) for v in chip.coordinate(name, dim) or
-                                                                   range(chip.arrays[name].shape[
-                                                                       chip.fields[name]["dims"].index(dim)])]
-        names = [f"{a}_{b}" if a else b for a in names for b in values]
+    for axis, dim in enumerate(list(field.get("dims", []))[:-2]):
+        kept = dims[dim] if dim in dims else chip.coordinate(name, dim) or range(chip.arrays[name].shape[axis])
+        names = [f"{a}_{b}" if a else str(b) for a in names for b in kept]
     return names

@@ -51,7 +51,7 @@ class ToFloat:
 
 @dataclass(frozen=True)
 class FillNaN:
-    """NaN (and +-inf) in float grid fields -> ``value``."""
+    """NaN (and +-inf) in float grid fields -> ``value``, which also becomes their padding value (``CropPad``)."""
 
     value: float = 0.0
 
@@ -61,7 +61,7 @@ class FillNaN:
             array = chip.arrays[name]
             if array.dtype.kind == "f":
                 changes[name] = np.where(np.isfinite(array), array, np.float32(self.value)).astype(array.dtype)
-                meta[name] = {"nodata": None}
+                meta[name] = {"nodata": self.value}
         return chip.with_arrays(changes, meta)
 
 
