@@ -152,3 +152,19 @@ def test_config_fingerprint_guards_resume(built):
         m3leo_hf.stream(roots, modalities=["s1grd"], shufle=True)
     with pytest.raises(Exception):
         base.config.seed = 3  # frozen
+
+
+def test_load_takes_resize_and_a_user_stage(built, tmp_path):
+    import shutil
+
+    from dataset_cards.card import write_card
+
+    region = tmp_path / "conus"
+    shutil.copytree(built / "conus", region)
+    write_card(region)
+    marker = lambda c: c.with_arrays({"marker": np.ones(1, np.float32)})  # noqa: E731
+    ds = m3leo_hf.load(region, "gssic", "val", normalize=True, resize=12, transform=marker,
+                       cache_dir=str(tmp_path / "cache"))
+    sample = next(iter(ds))
+    assert sample["coherence"].shape == (4, 4, 12, 12) and sample["x"].shape == (12,)
+    assert torch.isfinite(sample["coherence"]).all() and sample["marker"].tolist() == [1.0]
