@@ -65,11 +65,12 @@ def test_epochs_are_whole_and_reshuffled(roots):
     assert len({tuple(e) for e in epochs}) == 3  # ...in a different order
 
 
-def test_resume_from_a_mid_epoch_checkpoint_gets_the_remaining_batches(roots, tmp_path):
+@pytest.mark.parametrize("offset", [2, 0], ids=["mid-epoch", "last-batch"])
+def test_resume_from_a_checkpoint_gets_the_remaining_batches(roots, tmp_path, offset):
     whole = Recorder()
     L.Trainer(max_epochs=2, enable_checkpointing=False, **QUIET).fit(whole, datamodule(roots))
     n = len(whole.seen) // 2
-    stop = n + 2  # killed in the second epoch, two batches after its last checkpoint
+    stop = n + offset if offset else n  # a checkpoint in the second epoch, or on the first epoch's last batch
     saver = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
     killed = Recorder(stop_at=stop + 2)
     with pytest.raises(Killed):
