@@ -50,8 +50,12 @@ class ResumableLoader(EpochLoader):
     def __iter__(self) -> Iterator:
         epoch = self._epoch()
         resume = self._resume if self._resume is not None and int(self._resume["epoch"]) == epoch else None
-        self._resume = None
-        self.loader.load_state_dict({"epoch": epoch, "batches": int(resume["batches"]) if resume else 0})
+        batches = int(resume["batches"]) if resume else 0
+        if batches and batches >= len(self.loader):  # saved on the epoch's last batch: that epoch is done
+            epoch, batches = epoch + 1, 0
+        if self._resume is not None and int(self._resume["epoch"]) <= self._epoch():
+            self._resume = None  # used, or stale (saved in an epoch the trainer has left)
+        self.loader.load_state_dict({"epoch": epoch, "batches": batches})
         return iter(self.loader)
 
     def state_dict(self) -> dict:

@@ -68,18 +68,18 @@ def test_epochs_are_whole_and_reshuffled(roots):
 @pytest.mark.parametrize("offset", [2, 0], ids=["mid-epoch", "last-batch"])
 def test_resume_from_a_checkpoint_gets_the_remaining_batches(roots, tmp_path, offset):
     whole = Recorder()
-    L.Trainer(max_epochs=2, enable_checkpointing=False, **QUIET).fit(whole, datamodule(roots))
-    n = len(whole.seen) // 2
-    stop = n + offset if offset else n  # a checkpoint in the second epoch, or on the first epoch's last batch
+    L.Trainer(max_epochs=3, enable_checkpointing=False, **QUIET).fit(whole, datamodule(roots))
+    n = len(whole.seen) // 3
+    stop = n + offset  # a checkpoint two batches into the second epoch, or on the first epoch's last batch
     saver = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1, filename="{step}")
     killed = Recorder(stop_at=stop + 2)
     with pytest.raises(Killed):
-        L.Trainer(max_epochs=2, callbacks=[saver], **QUIET).fit(killed, datamodule(roots))
+        L.Trainer(max_epochs=3, callbacks=[saver], **QUIET).fit(killed, datamodule(roots))
     assert killed.seen == whole.seen[:stop + 2]
     resumed = Recorder()
-    trainer = L.Trainer(max_epochs=2, enable_checkpointing=False, **QUIET)
+    trainer = L.Trainer(max_epochs=3, enable_checkpointing=False, **QUIET)
     trainer.fit(resumed, datamodule(roots), ckpt_path=tmp_path / f"step={stop}.ckpt")
-    assert resumed.seen == whole.seen[stop:] and trainer.global_step == 2 * n
+    assert resumed.seen == whole.seen[stop:] and trainer.global_step == 3 * n
 
 
 def test_resume_with_other_order_options_is_refused(roots, tmp_path):
