@@ -12,11 +12,11 @@ OLDEST_STAMP := $(OLDEST)/.installed-$(DATASETS_OLDEST)
 
 .PHONY: demo test test-datasets-oldest bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[test,cluster]"
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,cluster,lightning,hydra]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -6,8 +6,9 @@ from m3leo_hf.hub import load
 from m3leo_hf.loader import StatefulLoader
 from m3leo_hf.mapstyle import M3LEODataset
 from m3leo_hf.plot import plot
+from m3leo_hf.presets import preset
 from m3leo_hf.reader import AlignmentError, ShardError
 from m3leo_hf.selection import Selection, chips
 
 __all__ = ["AlignmentError", "M3LEODataset", "M3LEOStream", "Selection", "ShardError", "StatefulLoader", "chips",
-           "get_chip", "load", "plot", "stream"]
+           "get_chip", "load", "plot", "preset", "stream"]

@@ -3,9 +3,10 @@ as a torch ``IterableDataset`` with exact, resumable epochs under DDP and DataLo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch.distributed as dist
@@ -13,15 +14,18 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from builders.declarations import Modality
 from m3leo_hf.collate import collate, to_torch
+from m3leo_hf.config import StreamConfig
+from m3leo_hf import upstream
 from m3leo_hf.index import AlignedShard, load_region
-from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
+from m3leo_hf.modalities import declaration
 from m3leo_hf.limits import FieldLimit, field_limits, stats_problems
+from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.ranged import read_runs
-from m3leo_hf.reader import AlignmentError, ShardError, decode, field_problem, load_json, read_bytes, read_samples
-from m3leo_hf.selection import Selection, Where, selected
-from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, declaration, pool_stats
-
-Bands = Sequence[str] | Mapping[str, Sequence[str]]
+from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, join, load_json, read_bytes,
+                             read_samples)
+from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_file, train_stats
+from m3leo_hf.selection import Selection, selected
+from m3leo_hf.transforms import ModalityTransform, pool_stats
 
 
 class M3LEOStream(IterableDataset):
@@ -42,46 +46,35 @@ class M3LEOStream(IterableDataset):
     started with spawn/forkserver have no process group and use the values seen here.
     """
 
-    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
-                 split: str = "train", batch_size: int | None = None, shuffle: bool | None = None,
-                 shuffle_buffer: int = 256, seed: int = 0, equalize: Equalize | None = None,
-                 drop_last: bool | None = None, missing: str = "mask", bands: Mapping[str, Bands] | None = None,
-                 normalize: bool | Sequence[str] = False, labels: bool = True,
-                 spatial_size: Size | Mapping[str, Size] | None = None, rank: int | None = None,
-                 world_size: int | None = None, verify_checksums: bool = False, retries: int = 3,
-                 storage_options: Mapping | None = None, datepairs: DatePairs | Mapping | bool | None = None,
-                 chips: Iterable[str] | None = None, where: Where | None = None, bbox: Sequence[float] | None = None):
-        if missing not in ("mask", "skip"):
-            raise ValueError(f"missing must be 'mask' or 'skip', not {missing!r}")
-        if (rank is None) != (world_size is None):
-            raise ValueError("give both rank and world_size, or neither")
-        train = split == "train"
-        self.roots = [os.fspath(r) for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)]
-        self.modalities = list(modalities)
-        self.split, self.batch_size, self.seed, self.missing = split, batch_size, seed, missing
-        self.shuffle = train if shuffle is None else shuffle
-        self.shuffle_buffer = shuffle_buffer if self.shuffle else 0
-        self.equalize: Equalize = equalize or ("drop" if train else "pad")
-        self.drop_last = train if drop_last is None else drop_last
-        self.verify, self.retries, self.storage_options = verify_checksums, retries, storage_options
-        self.regions = [load_region(r, self.modalities, split, retries=retries, storage_options=storage_options)
-                        for r in self.roots]
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig, *,
+                 modalities: Sequence[str] | None = None, **options):
+        config = roots if isinstance(roots, StreamConfig) else StreamConfig.create(roots, modalities=modalities,
+                                                                                    **options)
+        self.config = config
+        self.roots, self.modalities, self.split = list(config.roots), list(config.modalities), config.split
+        self.batch_size, self.seed, self.missing = config.batch_size, config.seed, config.missing
+        self.shuffle, self.shuffle_buffer = config.shuffle, config.shuffle_buffer
+        self.equalize: Equalize = config.equalize
+        self.drop_last = config.drop_last
+        self.verify, self.retries, self.storage_options = config.verify_checksums, config.retries, config.storage_options
+        self.regions = [load_region(r, self.modalities, self.split, retries=self.retries,
+                                    storage_options=self.storage_options) for r in self.roots]
         self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
-        self.selection = Selection.of(chips, where, bbox)
+        self.selection = Selection.of(config.chips, config.where, config.bbox)
         self.eligible = [self._eligible(s) for s in self.shards]
         if self.selection is not None:
-            keep = selected(self.roots, split, self.selection, retries=retries, storage_options=storage_options)
+            keep = selected(self.roots, self.split, self.selection, retries=self.retries,
+                            storage_options=self.storage_options)
             self.eligible = [np.array([i for i in e.tolist() if s.keys[i] in keep], dtype=np.int64)
                              for s, e in zip(self.shards, self.eligible)]
             if not sum(len(e) for e in self.eligible):
-                raise ValueError(f"the selection keeps no {split} chip of {self.roots}")
+                raise ValueError(f"the selection keeps no {self.split} chip of {self.roots}")
         self.declarations = {m: self._declaration(m) for m in self.modalities}
         paired = [m for m in self.modalities if self.declarations[m].variable_axis == "datepair"]
-        if datepairs not in (None, False) and not paired:
+        if config.datepairs not in (None, False) and not paired:
             raise ValueError(f"datepairs= selects GUNW date pairs, but none of {self.modalities} has them")
-        self.transforms = {m: self._transform(m, bands, normalize, labels, spatial_size,
-                                              datepairs if m in paired else None) for m in self.modalities}
-        self._explicit = None if rank is None else (rank, world_size)
+        self.transforms = {m: self._transform(m, m in paired) for m in self.modalities}
+        self._explicit = None if config.rank is None else (config.rank, config.world_size)
         self._dist = self._explicit or (0, 1)
         self._placeholders: dict[str, dict] = {}
         self._templates: dict[str, dict | None] = {}
@@ -95,14 +88,25 @@ class M3LEOStream(IterableDataset):
             self.epoch, self._consumed = epoch, 0
 
     def state_dict(self) -> dict:
+        """Position (epoch, items consumed) and what it is valid for: world size, the order options and
+        their fingerprint (``StreamConfig.order``)."""
         return {"epoch": self.epoch, "batches": self._consumed, "seed": self.seed,
-                "world_size": self._distribution()[1], "batch_size": self.batch_size}
+                "world_size": self._distribution()[1], "batch_size": self.batch_size,
+                "order": self.config.order(), "fingerprint": self.config.fingerprint}
 
     def load_state_dict(self, state: Mapping) -> None:
+        """Restore a position; refused, naming the options that differ, when the state was saved by a stream
+        with other order options (seed, roots, shuffle_buffer, missing, equalize, drop_last...) or world size."""
+        mine = self.state_dict()
         for key in ("seed", "world_size", "batch_size"):
-            if key in state and state[key] != self.state_dict()[key]:
-                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this stream "
-                                 f"{self.state_dict()[key]!r}")
+            if key in state and state[key] != mine[key]:
+                raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this stream {mine[key]!r}")
+        if "fingerprint" in state and state["fingerprint"] != mine["fingerprint"]:
+            saved = state.get("order", {})
+            changed = {k: (saved.get(k), v) for k, v in mine["order"].items() if saved.get(k) != v}
+            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items()) or "unknown options"
+            raise ValueError(f"cannot resume: the state was saved by a stream with other order options "
+                             f"(fingerprint {state['fingerprint']} vs {mine['fingerprint']}): {detail}")
         self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
 
     def __len__(self) -> int:
@@ -212,7 +216,8 @@ class M3LEOStream(IterableDataset):
             available = bool(info.get("available", bool(arrays)))
             try:
                 if available:
-                    value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"))
+                    value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"),
+                                                      info.get("labels"), shard.region)
                 else:
                     value = {k: v.copy() for k, v in self._placeholder(modality).items()}
             except (TypeError, OverflowError, MemoryError, RecursionError) as exc:  # never a bare one from data
@@ -222,6 +227,10 @@ class M3LEOStream(IterableDataset):
             out[modality] = value[field] if list(value) == [field] else value
             out[f"{modality}_available"] = available
             meta[modality] = info
+        if self.config.lonlat:
+            out["lonlat"] = chip_lonlat({m: meta[m] for m in self.modalities})
+        if self.config.stack:
+            stack_sample(out, self.config.stack)
         out["meta"] = meta
         return out
 
@@ -243,21 +252,39 @@ class M3LEOStream(IterableDataset):
             return np.arange(shard.nsamples)
         return np.flatnonzero(np.logical_and.reduce([shard.available[m] for m in self.modalities]))
 
-    def _transform(self, modality: str, bands: Mapping | None, normalize: bool | Sequence[str], labels: bool,
-                   spatial_size: Size | Mapping[str, Size] | None, datepairs: DatePairs | Mapping | bool | None
-                   ) -> ModalityTransform:
-        norm = modality in normalize if not isinstance(normalize, bool) else normalize
-        size = spatial_size.get(modality) if isinstance(spatial_size, Mapping) else spatial_size
+    def _transform(self, modality: str, paired: bool) -> ModalityTransform | RecipeTransform:
+        option = functools.partial(self.config.per_modality, modality=modality)
+        recipe = self.config.recipe
+        declared = self.declarations[modality]
+        specs = upstream.default_recipe(declared) if recipe == "upstream" else (
+            recipe.get(modality) if isinstance(recipe, Mapping) else None)
+        if specs is not None:
+            extra = option("transform")
+            extra = [] if extra is None else [extra] if callable(extra) else list(extra)
+            return RecipeTransform(declared, list(specs) + extra, functools.partial(self._stats, modality))
+        norm = option("normalize")
         if norm:
             for region in self.regions:
                 problems = stats_problems(region.stats[modality])
                 if problems:
-                    raise ShardError(f"{region.root}: metadata/{modality}.stats.json: refusing to normalise "
+                    raise ShardError(f"{region.root}: metadata/{declared.name}.stats.json: refusing to normalise "
                                      f"{modality}: {'; '.join(problems[:5])}")
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
-        return ModalityTransform(self.declarations[modality], stats=stats, bands=(bands or {}).get(modality),
-                                 normalize=norm,
-                                 labels=labels, spatial_size=size, datepairs=datepairs)
+        return ModalityTransform(declared, stats=stats, bands=(self.config.bands or {}).get(modality),
+                                 normalize=norm, labels=self.config.labels, spatial_size=option("spatial_size"),
+                                 resize=option("resize"), datepairs=self.config.datepairs if paired else None,
+                                 transform=option("transform"))
+
+    def _stats(self, modality: str, variant: str) -> dict[str, dict]:
+        """``{region: train statistics}`` of ``modality`` in the ``variant`` stats file of every root."""
+        out = {}
+        for region in self.regions:
+            if not any(modality in shard.files for shard in region.shards):
+                continue  # the region has no such modality
+            url = join(region.root, f"metadata/{stats_file(region.declarations[modality].name, variant)}")
+            out[region.region] = train_stats(read_bytes(url, retries=self.retries,
+                                                        storage_options=self.storage_options), url)
+        return out
 
     def _template(self, modality: str) -> dict | None:
         """``fields`` of the first chip that has ``modality`` (checked), or ``None`` when no chip has it."""
@@ -312,8 +339,8 @@ def _runs(plan: RankPlan, positions: np.ndarray) -> Iterator[np.ndarray]:
     yield from np.split(positions, breaks)
 
 
-def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities: Sequence[str],
-           **options) -> M3LEOStream:
+def stream(roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig, *,
+           modalities: Sequence[str] | None = None, **options) -> M3LEOStream:
     """Stream the aligned shards of region ``roots`` (local region dirs, ``https://…/resolve/main``,
     ``hf://datasets/ORG/NAME``) joined by chip id.
 
@@ -331,10 +358,17 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike], *, modalities
     (72, 132), "long": (140, 216)}, "rule": "far" | "close" | "mean"}`` (these are the defaults):
     ``sample["gunw"]`` is then ``{field: (n_windows, H, W) float32, "pairs_available": (n_windows,)
     bool}``, a window without a pair in its baseline range being zeros; see
-    ``m3leo_hf.transforms.DatePairs``). Selection (``m3leo_hf.selection.Selection``, on each region's
-    ``metadata/chips.parquet``): ``chips`` (ids), ``where`` (a pyarrow expression such as
-    ``pc.field("esaworldcover-2020_frac_10") > 0.5``, or a callable on the table), ``bbox`` (west, south,
-    east, north): only the selected chips are planned (exact epochs over the selection) and only their
-    byte ranges are read (``verify_checksums`` reads whole shards).
+    ``m3leo_hf.transforms.DatePairs``; ``"order": "file"`` picks far/close as the upstream loader does,
+    the first/last matching pair in file order); ``resize`` (int, (H, W) or per modality: resampling,
+    bilinear with antialias, class maps nearest, mean-preserving for regression labels); ``transform``
+    (a stage ``Chip -> Chip``, a list of them, or per modality: run after the built-in ones, see
+    ``m3leo_hf.stages``); ``recipe`` (``"upstream"``: the upstream framework's loaders, ``m3leo_hf.upstream``;
+    or ``{modality: [stage declarations]}``); ``stack`` (``{"x": [modalities]}``: also their outputs
+    concatenated on channels); ``lonlat`` (upstream's virtual modality: ``sample["lonlat"]``, the chip centre
+    ``[lon, lat]``). Selection (``m3leo_hf.selection.Selection``, on each region's ``metadata/chips.parquet``):
+    ``chips`` (ids), ``where`` (a pyarrow expression such as ``pc.field("esaworldcover-2020_frac_10") > 0.5``,
+    or a callable on the table), ``bbox`` (west, south, east, north): only the selected chips are planned
+    (exact epochs over the selection) and only their byte ranges are read (``verify_checksums`` reads whole
+    shards). ``roots`` may also be a ``StreamConfig`` holding every option.
     """
     return M3LEOStream(roots, modalities=modalities, **options)

@@ -23,6 +23,7 @@ from m3leo_hf.planning import Equalize
 from m3leo_hf.selection import Selection, Where
 from m3leo_hf.limits import CHIP_ID, MAX_STATS_BYTES, MODALITY_NAME, FieldLimit, field_limits, stats_problems
 from m3leo_hf.reader import ShardError, load_json, sample_info_problem
+from m3leo_hf.stages import Stage
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
@@ -36,6 +37,7 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
          revision: str | None = None, datepairs: DatePairs | Mapping[str, Any] | bool | None = None,
          chips: Iterable[str] | None = None, where: Where | None = None, bbox: Sequence[float] | None = None,
          rank: int | None = None, world_size: int | None = None, equalize: Equalize | None = None,
+         resize: Size | None = None, transform: Stage | Sequence[Stage] | None = None,
          **load_kwargs: Any) -> datasets.Dataset | datasets.IterableDataset:
     """``load_dataset(region_or_repo, modality, split=...)`` yielding ``{field: tensor, ..., "__key__": chip id}``.
 
@@ -53,7 +55,9 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
     (west, south, east, north); see ``m3leo_hf.selection``): only the selected samples are read, by byte
     range, and each rank (``rank``/``world_size``, default torch.distributed) gets an equal share of them
     (``equalize``: "drop" for train, "pad" otherwise; do not call ``split_dataset_by_node``); see
-    ``m3leo_hf.hub_select``. Other keyword arguments go to ``datasets.load_dataset``.
+    ``m3leo_hf.hub_select``. ``resize``: resample the last two axes (bilinear with antialias; class maps
+    nearest). ``transform``: stages (``Chip -> Chip``, see ``m3leo_hf.stages``) run after the built-in ones.
+    Other keyword arguments go to ``datasets.load_dataset``.
     """
     if split not in SPLIT_NAMES:
         raise ValueError(f"split must be one of {sorted(SPLIT_NAMES)}, not {split!r}")
@@ -65,7 +69,8 @@ def load(region_or_repo: str | os.PathLike, modality: str, split: str = "train",
         raise ShardError(f"{source}: metadata/{name}.modality.json: not a modality declaration: {exc}") from None
     stats = _train_stats(source, name, revision) if normalize else None
     transform = ModalityTransform(declared, stats=stats, bands=bands, normalize=normalize, labels=labels,
-                                  spatial_size=spatial_size, datepairs=datepairs)
+                                  spatial_size=spatial_size, resize=resize, datepairs=datepairs,
+                                  transform=transform)
     selection = Selection.of(chips, where, bbox)
     if selection is None:
         ds = datasets.load_dataset(source, modality, split=SPLIT_NAMES[split], streaming=streaming,
@@ -104,7 +109,8 @@ class _Decoder:
         out: dict[str, Any] = {}
         if sample_meta.get("available"):
             arrays = self._checked(self.read(sample), sample_meta.get("fields") or {}, where)
-            out.update(to_torch(self.transform(arrays, sample_meta["fields"], sample_meta.get("dates"))))
+            out.update(to_torch(self.transform(arrays, sample_meta["fields"], sample_meta.get("dates"),
+                                               sample_meta.get("labels"), sample_meta.get("region"))))
         out["__key__"] = sample["__key__"]
         if self.meta:
             out["json"] = sample_meta

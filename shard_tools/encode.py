@@ -14,7 +14,7 @@ from builders.declarations import Modality
 from builders.limits import chip_limits, too_large
 from builders.read import read_chip, reader_for
 from shard_tools.inventory import Chip, Source, load_source
-from shard_tools.stats import band_names, chip_stats, is_grid
+from shard_tools.stats import UPSTREAM, band_names, chip_stats, is_grid, upstream_chip_stats
 from shard_tools.summary import summarize
 from shard_tools.tarwriter import json_bytes, npy_bytes
 
@@ -105,6 +105,9 @@ def _measure(modality: Modality, arrays: dict[str, np.ndarray], meta: dict) -> t
             continue
         names = band_names(field_meta, coords, modality.variable_axis)
         stats[name] = chip_stats(arrays[name], field_meta, names)
+        # upstream normalises GUNW with NaN-free scalars (its own normaliser): the same as ours
+        stats[name + UPSTREAM] = (stats[name] if modality.variable_axis == "datepair"
+                                  else upstream_chip_stats(arrays[name], field_meta, names))
         mask = nodata_mask(arrays[name], field_meta.get("nodata"))
         missing, total = missing + int(mask.sum()), total + mask.size
     return stats, (missing / total if total else None)

@@ -13,7 +13,7 @@ from shard_tools.encode import clean_float
 from shard_tools.geoparquet import add_geometry
 from shard_tools.inventory import SPLITS, Chip, RegionInventory
 from shard_tools.plan import RegionPlan, plan_table
-from shard_tools.stats import empty_stats, finalize, merge
+from shard_tools.stats import UPSTREAM, empty_stats, finalize, merge
 from shard_tools.summary import summary_columns
 from shard_tools.tarwriter import atomic_write_bytes
 
@@ -32,6 +32,10 @@ CHIP_ROW_SCHEMA = pa.schema([
 STATS_NOTE = ("Per-band statistics over every available chip of the split; NaN and the band's nodata value are "
               "ignored; values are taken after the field's view_as reinterpretation; std is the population std.")
 
+UPSTREAM_STATS_NOTE = ("Per-band statistics as the upstream M3LEO MeanStdNormalizer counts: every pixel, nodata included "
+                       "and NaN as 0, over every available chip of the split (upstream samples up to 1000); s1grd adds "
+                       "<season>_vvvh<dir> = vv - vh bands; gunw: NaN ignored, as upstream's GUNW normaliser.")
+
 
 def write_region_metadata(inventory: RegionInventory, plan: RegionPlan, region_dir: Path,
                           records: dict[str, list[dict]], written: list[str]) -> None:
@@ -46,6 +50,8 @@ def write_region_metadata(inventory: RegionInventory, plan: RegionPlan, region_d
         write_parquet(meta_dir / f"{modality}.parquet", pa.Table.from_pylist(rows, schema=CHIP_ROW_SCHEMA))
         write_json(meta_dir / f"{modality}.shards.json", shard_index(inventory.region, modality, shard_records))
         write_json(meta_dir / f"{modality}.stats.json", region_stats(inventory.region, modality, shard_records))
+        write_json(meta_dir / f"{modality}.stats-upstream.json",
+                   region_stats(inventory.region, modality, shard_records, variant=UPSTREAM))
         for split, index in wids_indexes(inventory.region, modality, shard_records).items():
             write_json(meta_dir / f"{modality}.{split}.wids.json", index)
         write_json(meta_dir / f"{modality}{DECLARATION_SUFFIX}", inventory.specs[modality].to_json())
@@ -72,15 +78,19 @@ def wids_indexes(region: str, modality: str, shard_records: list[dict]) -> dict[
             for split in SPLITS if any(r["split"] == split for r in shard_records)}
 
 
-def region_stats(region: str, modality: str, shard_records: list[dict]) -> dict:
+def region_stats(region: str, modality: str, shard_records: list[dict], variant: str = "") -> dict:
+    """Per split and field, the merged statistics of ``variant`` (``""``: ours; ``UPSTREAM``: zeros counted)."""
     merged: dict[str, dict[str, dict]] = {}
     for record in shard_records:
         per_split = merged.setdefault(record["split"], {})
-        for name, stats in record["stats"].items():
-            per_split[name] = merge(per_split.get(name, empty_stats(stats["band_names"])), stats)
+        for key, stats in record["stats"].items():
+            name, _, suffix = key.partition("@")
+            if (f"@{suffix}" if suffix else "") == variant:
+                per_split[name] = merge(per_split.get(name, empty_stats(stats["band_names"])), stats)
     splits = {split: {name: finalize(s) for name, s in sorted(merged[split].items())}
               for split in SPLITS if split in merged}
-    return {"region": region, "modality": modality, "note": STATS_NOTE, "splits": splits}
+    return {"region": region, "modality": modality, "note": UPSTREAM_STATS_NOTE if variant else STATS_NOTE,
+            "splits": splits}
 
 
 def modalities_index(meta_dir: Path, skipped: dict[str, str]) -> dict:

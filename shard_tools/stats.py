@@ -1,4 +1,7 @@
-"""Per-band statistics (count, mean, std, min, max; nodata ignored), mergeable in a fixed order."""
+"""Per-band statistics (count, mean, std, min, max; nodata ignored), mergeable in a fixed order.
+
+``upstream_chip_stats`` is the variant the upstream M3LEO normaliser computes (every pixel counted, nodata
+included and NaN as 0, plus the s1grd vv-vh bands): published as ``<modality>.stats-upstream.json``."""
 
 from __future__ import annotations
 
@@ -60,6 +63,34 @@ def chip_stats(array: np.ndarray, field_meta: dict, names: list[str]) -> dict:
             stats["m2"][band] = float(((good - mean) ** 2).sum())
             stats["min"][band] = float(good.min())
             stats["max"][band] = float(good.max())
+    return stats
+
+
+UPSTREAM = "@upstream"  # suffix of the upstream-variant entries in a shard record's stats
+
+
+def upstream_chip_stats(array: np.ndarray, field_meta: dict, names: list[str]) -> dict:
+    """Statistics as the upstream ``MeanStdNormalizer`` counts (M3LEO ``utils.py``): no nodata mask, NaN adds
+    0 to the sums but counts as a pixel; bands ``<season>_vv<dir>`` and ``<season>_vh<dir>`` also give
+    ``<season>_vvvh<dir>`` (their difference, upstream's derived channel). One band in memory at a time."""
+    values = band_values(array, field_meta, names)
+    derived = [(n.replace("_vv", "_vvvh", 1), names.index(n), names.index(n.replace("_vv", "_vh", 1)))
+               for n in names if "_vv" in n and n.replace("_vv", "_vh", 1) in names]
+    stats = empty_stats(names + [d[0] for d in derived])
+
+    def band(i: int) -> np.ndarray:
+        row = values[i].astype(np.float64)
+        return np.where(np.isnan(row), 0.0, row)
+
+    rows = [(i, lambda i=i: band(i)) for i in range(len(names))]
+    rows += [(len(names) + k, lambda a=a, b=b: band(a) - band(b)) for k, (_, a, b) in enumerate(derived)]
+    for index, compute in rows:
+        row = compute()
+        if row.size:
+            mean = float(row.mean())
+            stats["count"][index], stats["mean"][index] = int(row.size), mean
+            stats["m2"][index] = float(((row - mean) ** 2).sum())
+            stats["min"][index], stats["max"][index] = float(row.min()), float(row.max())
     return stats
 
 

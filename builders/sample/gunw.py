@@ -15,6 +15,7 @@ from builders.sample.gssic import decay_coherence, dn
 from builders.sample.landscape import Scene, at_grid, latent
 
 
+GUNW_LAYOUTS = ("per-pair", "sartiles")
 GUNW_WINDOW = (dt.date(2020, 1, 1), dt.date(2020, 3, 31))
 
 
@@ -34,9 +35,15 @@ def datepairs(aoi: Aoi, rng: np.random.Generator, seed: int, window: tuple[dt.da
 
 
 def gunw(path: Path, aoi: Aoi, chip: SampleChip, scene: Scene, rng: np.random.Generator, seed: int,
-          window: tuple[dt.date, dt.date] = GUNW_WINDOW) -> None:
+         window: tuple[dt.date, dt.date] = GUNW_WINDOW, layout: str = "per-pair") -> None:
+    """``per-pair``: pairs in descending-baseline order, ``extraMetaData/deltadays`` along ``datepair``.
+    ``sartiles`` (as rramosp/sartiles gunw.py writes them): pairs in granule-query order (unsorted), and
+    ``deltadays`` its own dimension holding the distinct baselines, sorted, uint8."""
     shape = chip.sar_shape
     labels, deltadays = datepairs(aoi, rng, seed, window)
+    if layout == "sartiles":
+        order = rng_for(seed, chip.chip_id, "gunw-query-order").permutation(len(labels))
+        labels, deltadays = [labels[i] for i in order], [deltadays[i] for i in order]
     n = len(labels)
     cover = scene.cover(shape)
     rho, tau = looks(cover, "rho", "tau")
@@ -83,7 +90,12 @@ def gunw(path: Path, aoi: Aoi, chip: SampleChip, scene: Scene, rng: np.random.Ge
         radar = _datepair_group(nc, "science/radarMetaData", labels)
         nc_var(radar, "wavelength", ("datepair",), np.full(n, WAVELENGTH_M), units="m")
         extra = _datepair_group(nc, "science/extraMetaData", labels)
-        nc_var(extra, "deltadays", ("datepair",), np.array(deltadays, "uint8"), units="days")
+        if layout == "sartiles":
+            distinct = sorted(set(deltadays))
+            extra.dimensions["deltadays"] = len(distinct)
+            nc_var(extra, "deltadays", ("deltadays",), np.array(distinct, "uint8"), units="days")
+        else:
+            nc_var(extra, "deltadays", ("datepair",), np.array(deltadays, "uint8"), units="days")
         nc_var(extra, "direction", ("datepair",), strings([direction] * n))
 
 

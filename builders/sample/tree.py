@@ -18,7 +18,7 @@ from builders.sample.firecci import firecci
 from builders.sample.ghsbuilts import ghsbuilts
 from builders.sample.grid import SampleChip, inside, make_chips, rng_for
 from builders.sample.gssic import gssic
-from builders.sample.gunw import gunw
+from builders.sample.gunw import GUNW_LAYOUTS, gunw
 from builders.sample.landscape import scene_of
 from builders.sample.lcci import lcci
 from builders.sample.modis import modis
@@ -106,9 +106,11 @@ class SampleManifest:
 SKIP_CODES = {"gunw": "TILE_NOT_FULLY_CONTAINED_IN_ANY_GRANULE", "gssic": "NO_GRANULES_FOUND"}
 
 
-def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: SampleChip, seed: int) -> bool:
+def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: SampleChip, seed: int,
+                     gunw_layout: str = "per-pair") -> bool:
     """Write ``chip``'s file for modality ``name`` into ``folder``; False when the product has no data there
-    (FireCCI without burned area: a ``.tif.nodata`` marker instead, as geetiles writes)."""
+    (FireCCI without burned area: a ``.tif.nodata`` marker instead, as geetiles writes). ``gunw_layout`` is the
+    layout of the 2020 Q1 GUNW window; the other GUNW folders are always in the sartiles layout."""
     modality = get_modality(name)
     path = folder / f"{chip.chip_id}{modality.extension}"
     scene, rng = scene_of(aoi, chip, seed), rng_for(seed, aoi.key, chip.chip_id, name)
@@ -117,7 +119,7 @@ def _write_chip_file(folder: Path, name: str, aoi: Aoi, chip: SampleChip, seed: 
         gssic(path, chip, scene, rng)
     elif family in GUNW_FAMILIES:
         window = tuple(dt.date.fromisoformat(d) for d in modality.dates["window"])
-        gunw(path, aoi, chip, scene, rng, seed, window)
+        gunw(path, aoi, chip, scene, rng, seed, window, gunw_layout if name == "gunw" else "sartiles")
     elif family == "biomass":
         biomass(path, chip, scene, rng)
     elif family == "lcci":
@@ -163,7 +165,8 @@ def _special_chips(aoi: Aoi, chips: list[SampleChip], seed: int) -> dict[str, st
     return {name: pool[int(order[k % len(pool)])] for k, name in enumerate(("s2rgbm", "gunw", "gssic"))}
 
 
-def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed: int) -> RegionManifest:
+def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed: int,
+                  gunw_layout: str) -> RegionManifest:
     root = out / aoi.key
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} already exists and is not empty")
@@ -182,7 +185,8 @@ def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed:
         for name in names:
             folder = data_dir / folders[name]
             if special.get(name) != chip.chip_id:
-                (present if _write_chip_file(folder, name, aoi, chip, seed) else markers).append(name)
+                written = _write_chip_file(folder, name, aoi, chip, seed, gunw_layout)
+                (present if written else markers).append(name)
             elif name in SKIP_CODES:
                 (folder / f"{chip.chip_id}.skipped").write_text(SKIP_CODES[name], encoding="utf-8")
                 skipped[name] = SKIP_CODES[name]
@@ -195,8 +199,14 @@ def _write_region(out: Path, aoi: Aoi, chips_per_region: int, pixels: int, seed:
 
 
 def write_sample(out: str | Path, *, regions: Sequence[str] = ("conus", "europe", "pakin"),
-                 chips_per_region: int = 10, pixels: int = 448, seed: int = 0) -> SampleManifest:
+                 chips_per_region: int = 10, pixels: int = 448, seed: int = 0,
+                 gunw_layout: str = "per-pair") -> SampleManifest:
     """Write a deterministic M3LEO processed-chip tree under ``out`` and describe it.
+
+    ``gunw_layout`` (the 2020 Q1 window, config ``gunw``): ``"per-pair"`` (pairs sorted by descending baseline,
+    ``deltadays`` per pair) or ``"sartiles"`` (the layout of the released files: pairs unsorted, ``deltadays``
+    its own sorted dimension). The other GUNW folders of the sample are always in the sartiles layout, so the
+    default sample holds both.
 
     Each region gets a 2-row grid of ``chips_per_region`` chips (4480 m side) near a real place of its AOI;
     split = column stripe (train, train, train, test, val, ...). Refuses to write into a non-empty
@@ -205,8 +215,10 @@ def write_sample(out: str | Path, *, regions: Sequence[str] = ("conus", "europe"
     unknown = [r for r in regions if r not in AOIS]
     if unknown:
         raise KeyError(f"unknown region(s) {unknown}; known: {', '.join(sorted(AOIS))}")
+    if gunw_layout not in GUNW_LAYOUTS:
+        raise ValueError(f"gunw_layout must be one of {GUNW_LAYOUTS}, not {gunw_layout!r}")
     if chips_per_region < 1 or pixels < 16 or seed < 0:
         raise ValueError("need chips_per_region >= 1, pixels >= 16 and seed >= 0")
     root = Path(out)
-    regions_written = {r: _write_region(root, AOIS[r], chips_per_region, pixels, seed) for r in regions}
+    regions_written = {r: _write_region(root, AOIS[r], chips_per_region, pixels, seed, gunw_layout) for r in regions}
     return SampleManifest(root, seed, pixels, regions_written)
