@@ -1,4 +1,8 @@
-"""Turn joined samples (numpy) into torch: one sample, or a batch stacked field by field."""
+"""Turn joined samples (numpy) into torch: one sample, or a batch stacked field by field.
+
+Inside a DataLoader worker a batch is stacked straight into shared memory, so handing it to the main
+process moves a file descriptor instead of copying the batch (what ``default_collate`` does too).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
 
 def to_torch(value: Any) -> Any:
@@ -25,7 +30,7 @@ def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None
     for key, first in samples[0].items():
         values = [sample[key] for sample in samples]
         if isinstance(first, np.ndarray):
-            out[key] = torch.from_numpy(_stack(values, f"{path}{key}", chips))
+            out[key] = _stack(values, f"{path}{key}", chips)
         elif isinstance(first, dict) and key != "meta":
             out[key] = collate(values, f"{path}{key}.", chips)
         elif isinstance(first, (bool, np.bool_)):
@@ -35,9 +40,20 @@ def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None
     return out
 
 
-def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> np.ndarray:
+def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> torch.Tensor:
     if len({v.shape for v in values}) > 1:
         detail = ", ".join(f"{c}: {tuple(v.shape)}" for c, v in zip(chips, values))
         raise ValueError(f"cannot batch {name!r}: shapes differ ({detail}); pass spatial_size= to centre "
                          f"crop/pad every chip to a fixed size")
-    return np.stack(values)
+    batch = empty((len(values), *values[0].shape), np.result_type(*values))
+    np.stack(values, out=batch.numpy())
+    return batch
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in shared memory when called in a DataLoader worker."""
+    kind = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=kind)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return torch.empty(0, dtype=kind).set_(storage, 0, shape)

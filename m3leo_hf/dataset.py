@@ -8,6 +8,7 @@ import os
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -33,7 +34,9 @@ class M3LEOStream(IterableDataset):
     and, when it runs to the end, moves to the next epoch. ``state_dict()`` counts the items this
     object yielded in this process, so it is exact without DataLoader workers; with workers use
     ``StatefulLoader``, which counts in the main process (a plain DataLoader with workers iterates
-    copies: call ``set_epoch`` every epoch, as with ``DistributedSampler``).
+    copies: call ``set_epoch`` every epoch, as with ``DistributedSampler``). The main process's
+    position is kept in shared memory too, and every DataLoader worker, persistent ones included,
+    starts each iteration from it.
 
     Create the stream after ``init_process_group`` (or pass ``rank`` and ``world_size``): workers
     started with spawn/forkserver have no process group and use the values seen here.
@@ -73,12 +76,13 @@ class M3LEOStream(IterableDataset):
         self._dist = self._explicit or (0, 1)
         self._placeholders: dict[str, dict] = {}
         self.epoch, self._consumed = 0, 0
+        self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
 
     # -- position ---------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self.epoch, self._consumed = epoch, 0
+            self._move(epoch, 0)
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batches": self._consumed, "seed": self.seed,
@@ -89,7 +93,13 @@ class M3LEOStream(IterableDataset):
             if key in state and state[key] != self.state_dict()[key]:
                 raise ValueError(f"cannot resume: state has {key}={state[key]!r}, this stream "
                                  f"{self.state_dict()[key]!r}")
-        self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+        self._move(int(state["epoch"]), int(state["batches"]))
+
+    def _move(self, epoch: int, consumed: int) -> None:
+        """Set the position; in the main process also the shared one that workers start from."""
+        self.epoch, self._consumed = epoch, consumed
+        if get_worker_info() is None:
+            self._shared_position[0], self._shared_position[1] = epoch, consumed
 
     def __len__(self) -> int:
         """Items (batches, or samples without ``batch_size``) this rank yields per epoch."""
@@ -105,14 +115,16 @@ class M3LEOStream(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:  # this copy may be a persistent worker's: follow the main process
+            self.epoch, self._consumed = self._shared_position.tolist()
         plan = self.plan(self.epoch, workers)
         positions = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
                            seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
         samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, positions))
         for item in self._items(samples):
-            self._consumed += 1
+            self._move(self.epoch, self._consumed + 1)
             yield item
-        self.epoch, self._consumed = self.epoch + 1, 0
+        self._move(self.epoch + 1, 0)
 
     def _items(self, samples: Iterator[dict]) -> Iterator[dict]:
         if not self.batch_size:

@@ -3,7 +3,9 @@
 The state is ``(epoch, batches this rank has consumed)``, counted in the main process. On
 resume the stream maps that count back through the DataLoader's round-robin over workers
 (``planning.resume``), so the remaining batches come out exactly as they would have.
-Resuming needs the same seed, world size, batch size and ``num_workers``.
+Resuming needs the same seed, world size, batch size and ``num_workers``. One DataLoader serves
+every epoch, so ``persistent_workers=True`` keeps its workers (they start each epoch from the
+position the stream shares with them); ``pin_memory`` and ``prefetch_factor`` pass through.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ class StatefulLoader:
 
     def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, **loader_options):
         fixed = sorted(set(loader_options) & {"batch_size", "batch_sampler", "sampler", "shuffle", "in_order",
-                                              "persistent_workers", "collate_fn"})
+                                              "collate_fn"})
         if fixed:
             raise ValueError(f"StatefulLoader fixes {fixed}; batch and shuffle with the stream's options")
         self.dataset, self.num_workers, self.options = dataset, num_workers, loader_options
         self.epoch, self.batches = dataset.epoch, 0
+        self._loader: DataLoader | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -48,8 +51,9 @@ class StatefulLoader:
 
     def __iter__(self) -> Iterator:
         self.dataset.load_state_dict({"epoch": self.epoch, "batches": self.batches})
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.options)
-        for batch in loader:
+        if self._loader is None:
+            self._loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.options)
+        for batch in self._loader:
             self.batches += 1
             yield batch
         self.epoch, self.batches = self.epoch + 1, 0
