@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from builders.registry import get_modality
-from m3leo_hf.collate import collate, to_torch
+from m3leo_hf.collate import TAIL_PART, collate, to_torch
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
@@ -76,6 +76,7 @@ class M3LEOStream(IterableDataset):
         self._dist = self._explicit or (0, 1)
         self._placeholders: dict[str, dict] = {}
         self.epoch, self._consumed = 0, 0
+        self.split_tail = False  # StatefulLoader's even split: see planning.split_tail
         self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
 
@@ -109,7 +110,8 @@ class M3LEOStream(IterableDataset):
         rank, world_size = self._distribution()
         return plan_rank(self.eligible, epoch=epoch, seed=self.seed, shuffle=self.shuffle, rank=rank,
                          world_size=world_size, equalize=self.equalize, batch_size=self.batch_size or 1,
-                         drop_last=self.drop_last, num_workers=num_workers)
+                         drop_last=self.drop_last, num_workers=num_workers,
+                         split_tail_batches=self.split_tail and bool(self.batch_size))
 
     # -- iteration --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
@@ -118,26 +120,28 @@ class M3LEOStream(IterableDataset):
         if info is not None:  # this copy may be a persistent worker's: follow the main process
             self.epoch, self._consumed = self._shared_position.tolist()
         plan = self.plan(self.epoch, workers)
-        positions = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
-                           seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
-        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, positions))
-        for item in self._items(samples):
+        share = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
+                            seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
+        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, share.positions))
+        for item in self._items(samples, len(share.positions) - share.tail, share.part):
             self._move(self.epoch, self._consumed + 1)
             yield item
         self._move(self.epoch + 1, 0)
 
-    def _items(self, samples: Iterator[dict]) -> Iterator[dict]:
+    def _items(self, samples: Iterator[dict], whole: int, part: int) -> Iterator[dict]:
+        """Samples, or batches of the first ``whole`` samples then the rest as tail part ``part``
+        (a batch marked with ``TAIL_PART``)."""
         if not self.batch_size:
             yield from (to_torch(sample) for sample in samples)
             return
         batch = []
-        for sample in samples:
+        for count, sample in enumerate(samples, 1):
             batch.append(sample)
-            if len(batch) == self.batch_size:
+            if len(batch) == self.batch_size or count == whole:
                 yield collate(batch)
                 batch = []
         if batch:
-            yield collate(batch)
+            yield {**collate(batch), **({TAIL_PART: part} if self.split_tail else {})}
 
     def _ordered(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
         """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer)."""
