@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The benchmark's own environment: the peers (litdata, mosaicml-streaming) would pull another torch,
+# so they are installed next to the project with torch held by constraints.txt.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
 DEMO_OUT ?= demo-out
 
 .PHONY: demo test bench install clean
@@ -22,8 +27,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
-	$(PY) -m benchmarks
+$(BENCH_STAMP): pyproject.toml constraints.txt
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BENCH_PY) -m pip install -q -c constraints.txt -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) -m benchmarks
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out
