@@ -17,11 +17,11 @@ from m3leo_hf.collate import TAIL_PART, collate, to_torch
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.readahead import read_ahead
-from m3leo_hf.reader import AlignmentError, decode, read_bytes, read_samples
+from m3leo_hf.reader import AlignmentError, decode, is_url, read_bytes, read_samples
 from m3leo_hf.transforms import DatePairs, ModalityTransform, Size, pool_stats
 
 Bands = Sequence[str] | Mapping[str, Sequence[str]]
-READ_AHEAD = 4  # joined raw samples a worker (or the main process) reads ahead of the transform
+READ_AHEAD = 4  # joined raw samples a worker (or the main process) reads ahead of remote roots
 
 
 class M3LEOStream(IterableDataset):
@@ -146,9 +146,11 @@ class M3LEOStream(IterableDataset):
             yield {**collate(batch), **({TAIL_PART: part} if self.split_tail else {})}
 
     def _ordered(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
-        """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer) by
-        a read-ahead thread."""
-        source = read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD)
+        """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer); from
+        remote roots by a read-ahead thread (local reads come from the page cache: a thread would
+        only contend for the GIL)."""
+        remote = any(is_url(root) for root in self.roots)
+        source = read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD if remote else 0)
         pending: dict[int, dict] = {}
         for position in positions.tolist():
             while position not in pending:
