@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The benchmark's own environment: the peers (litdata, mosaicml-streaming) would pull another torch,
+# so they are installed next to the project with torch held by constraints.txt.
+BENCH_VENV := .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BENCH_STAMP := $(BENCH_VENV)/.installed
 DEMO_OUT ?= demo-out
 # The oldest datasets release the cards work with (pyproject: datasets>=5.1,<6). Its venv overlays .venv
 # (a .pth adds .venv's site-packages after its own), so only datasets and what it pins differ.
@@ -40,8 +45,15 @@ test-datasets-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -c 'import datasets; assert datasets.__version__ == "$(DATASETS_OLDEST)", datasets.__file__'
 	$(OLDEST)/bin/python -m pytest -q -m datasets tests
 
-bench: $(STAMP)
-	$(PY) -m benchmarks
+$(BENCH_STAMP): pyproject.toml constraints.txt
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install -q --upgrade pip
+	$(BENCH_PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BENCH_PY) -m pip install -q -c constraints.txt -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_PY) -m benchmarks
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out $(OLDEST)

@@ -14,7 +14,6 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
-from builders.registry import get_modality
 from builders.sample import write_release_parquet, write_sample
 
 SUBDIRS = ("chips", "release", "shards", "scratch")
@@ -122,18 +121,3 @@ def chip_files(inputs: Inputs, config: Config, modalities: list[str], split: str
         common = set.intersection(*(set(files) for files in per_modality.values()))
         chips += [{"chip_id": c, "files": {m: per_modality[m][c] for m in modalities}} for c in sorted(common)]
     return chips
-
-
-def release_groups(inputs: Inputs, config: Config, modalities: list[str], split: str) -> list[dict[str, str]]:
-    """Per region and split group (``train-00000``): the release Parquet file of each modality."""
-    groups = []
-    for region in config.regions:
-        folders = {}
-        for name in modalities:
-            found = [p for f in get_modality(name).folders for p in (inputs.release / region).glob(f"*/{f}")]
-            if not found:
-                raise FileNotFoundError(f"{inputs.release / region}: no release folder for {name}")
-            folders[name] = found[0]
-        names = set.intersection(*({p.name for p in f.glob(f"{split}-*.parquet")} for f in folders.values()))
-        groups += [{m: str(folders[m] / n) for m in modalities} for n in sorted(names)]
-    return groups

@@ -1,184 +1,264 @@
-"""Read cases: every case yields, per chip of the split, the same tensors.
+"""Read cases: the user pipeline (join by chip, view_as, normalise, crop/pad, batch, torch) through
+each reader, with ``workers`` DataLoader workers (persistent across passes when > 0).
 
-A case is ``open_case(params) -> one_pass`` (setup: indexes, file lists) where ``one_pass()`` iterates
-``(chip_id, {"<modality>.<field>": tensor})``: GeoTIFF fields with the modality's ``view_as`` applied
-(s1grd int16), NetCDF fields in their file dtype. Chips are those of ``split`` available in every
-requested modality. ``params``: ``roots`` (built region folders), ``modalities``, ``split``, plus what
-the case needs (``chips``, ``release``, ``datasets_mode``, ``workers``, ``shuffle_buffer``).
+A case is ``open_case(params) -> one_pass``: setup (indexes, file lists, loaders), where
+``one_pass()`` iterates batches ``{"chip_id": [ids], "<modality>": tensor | {field: tensor}}``.
+``params``: ``roots`` (built region folders), ``modalities``, ``split``, ``workers``, ``batch_size``,
+``spatial_size``, ``stats`` (pooled train statistics), plus what the case needs (``chips``,
+``datasets_mode``, ``peers`` = folders of the converted litdata / MDS copies).
 """
 
 from __future__ import annotations
 
+import importlib.machinery
 import io
+import json
+import sys
+import types
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
-from builders.registry import get_modality
+from benchmarks.transform import UserTransform
 
-Tensors = dict[str, torch.Tensor]
-Pass = Callable[[], Iterator[tuple[str, Tensors]]]
+Pass = Callable[[], Iterator[dict]]
 
 
-def ours(params: dict) -> Pass:
-    """``m3leo_hf.stream`` joined by chip id, directly or through ``StatefulLoader`` workers."""
-    import m3leo_hf
-
-    modalities = params["modalities"]
-    buffer = params.get("shuffle_buffer", 0)
-    data = m3leo_hf.stream(params["roots"], modalities=modalities, split=params["split"], labels=False,
-                           missing="skip", shuffle=buffer > 1, shuffle_buffer=buffer)
-    source = m3leo_hf.StatefulLoader(data, num_workers=params["workers"]) if params.get("workers") else data
-
-    def one_pass() -> Iterator[tuple[str, Tensors]]:
-        for sample in source:
-            yield sample["chip_id"], _flatten(modalities, sample)
-
-    return one_pass
+def _user_transform(params: dict) -> UserTransform:
+    return UserTransform(params["modalities"], params["stats"], params["spatial_size"])
 
 
-def per_file(params: dict) -> Pass:
-    """The original way: one rasterio / h5netcdf read per chip file."""
-    import rasterio
-
-    def one_pass() -> Iterator[tuple[str, Tensors]]:
-        for chip in params["chips"]:
-            tensors = {}
-            for name, path in chip["files"].items():
-                if get_modality(name).container == "geotiff":
-                    with rasterio.open(path) as dataset:
-                        tensors[f"{name}.{name}"] = _as_tensor(name, dataset.read())
-                else:
-                    tensors.update(_netcdf_tensors(name, Path(path).read_bytes(), chip["chip_id"]))
-            yield chip["chip_id"], tensors
-
-    return one_pass
+def _loader_options(params: dict) -> dict:
+    """The DataLoader options every case uses: workers, persistent when there are any."""
+    workers = params["workers"]
+    return {"num_workers": workers, "persistent_workers": workers > 0}
 
 
-def release_parquet(params: dict) -> Pass:
-    """The current Hub release: zstd Parquet rows of raw .tif/.nc bytes, a group file at a time,
-    joined by chip id across the modality folders (groups name the same chips in every folder)."""
-    from rasterio.io import MemoryFile
-
-    wanted = {chip["chip_id"] for chip in params["chips"]}
-
-    def decode(name: str, content: bytes, chip_id: str) -> Tensors:
-        if get_modality(name).container != "geotiff":
-            return _netcdf_tensors(name, content, chip_id)
-        with MemoryFile(content) as memfile, memfile.open() as dataset:
-            return {f"{name}.{name}": _as_tensor(name, dataset.read())}
-
-    def one_pass() -> Iterator[tuple[str, Tensors]]:
-        for group in params["release"]:  # [{modality: parquet file}] per group, same chips in each
-            rows = {name: _release_rows(file) for name, file in group.items()}
-            for chip_id in sorted(wanted.intersection(*rows.values())):
-                tensors: Tensors = {}
-                for name, by_chip in rows.items():
-                    tensors.update(decode(name, by_chip[chip_id], chip_id))
-                yield chip_id, tensors
-
-    return one_pass
-
-
-def stock_datasets(params: dict) -> Pass:
-    """Stock ``datasets`` streaming of our repo (``load_dataset(region_dir, modality)`` through its
-    README card, or the ``webdataset`` builder over the tars), modalities zipped by position."""
-    from datasets import load_dataset
-
-    modalities, split = params["modalities"], params["split"]
-
-    def load(root: str, modality: str):
-        if params["datasets_mode"] == "card":
-            data = load_dataset(root, modality, split=split, streaming=True)
-        else:
-            files = sorted(str(p) for p in Path(root, modality).glob(f"{split}-*.tar"))
-            data = load_dataset("webdataset", data_files={split: files}, split=split, streaming=True)
-        if params.get("shuffle_buffer", 0) > 1:
-            data = data.shuffle(seed=0, buffer_size=params["shuffle_buffer"])
-        return data.with_format("torch")
-
-    per_region = [[load(root, m) for m in modalities] for root in params["roots"]]
-
-    def one_pass() -> Iterator[tuple[str, Tensors]]:
-        for datasets in per_region:
-            for samples in zip(*datasets):
-                keys = {sample["__key__"] for sample in samples}
-                if len(keys) != 1:
-                    raise RuntimeError(f"stock datasets: modalities out of step: {sorted(keys)}")
-                infos = [sample["json"] for sample in samples]
-                if not all(info["available"] for info in infos):
-                    continue
-                tensors = {}
-                for name, sample, info in zip(modalities, samples, infos):
-                    for field, meta in info["fields"].items():
-                        if f"{field}.npy" in sample:
-                            dtype = getattr(torch, meta.get("view_as") or meta["dtype"])
-                            tensors[f"{name}.{field}"] = sample[f"{field}.npy"].to(dtype)
-                yield keys.pop(), tensors
-
-    return one_pass
-
-
-def raw_limit(params: dict) -> Pass:
-    """The physical limit: read each sample's tar bytes (header of its first member to the end of its
-    last) into one uninitialised buffer and view the ``.npy`` payloads with ``np.frombuffer``; no tar
-    parsing or decoding (offsets from the published metadata). With ``workers``, the samples are dealt
-    round-robin to that many DataLoader workers (the floor of any DataLoader pipeline)."""
-    modalities = params["modalities"]
-    shards = _limit_plan(params["roots"], modalities, params["split"])
-
-    def one_pass(worker: int = 0, workers: int = 1) -> Iterator[tuple[str, Tensors]]:
-        position = -1
-        for paths, samples in shards:
-            handles = {m: open(paths[m], "rb", buffering=0) for m in modalities}
-            try:
-                for chip_id, rows in samples:
-                    position += 1
-                    if position % workers == worker:
-                        yield chip_id, _limit_sample(handles, modalities, rows)
-            finally:
-                for handle in handles.values():
-                    handle.close()
-
-    if not params.get("workers"):
-        return one_pass
-    loader = DataLoader(_Dealt(one_pass), batch_size=None, num_workers=params["workers"])
+def _batched(dataset, params: dict) -> Pass:
+    """The stock way to batch: ``DataLoader(dataset, batch_size=...)`` (collated in the workers)."""
+    loader = DataLoader(dataset, batch_size=params["batch_size"], **_loader_options(params))
     return lambda: iter(loader)
 
 
-class _Dealt(IterableDataset):
-    """``one_pass(worker, workers)`` in each DataLoader worker."""
+def ours(params: dict) -> Pass:
+    """``m3leo_hf.stream(normalize=True, spatial_size=..., batch_size=...)`` + ``StatefulLoader``."""
+    import m3leo_hf
 
-    def __init__(self, one_pass: Callable[[int, int], Iterator]):
-        self.one_pass = one_pass
+    data = m3leo_hf.stream(params["roots"], modalities=params["modalities"], split=params["split"],
+                           normalize=True, labels=True, spatial_size=params["spatial_size"],
+                           batch_size=params["batch_size"], missing="skip", shuffle=False, drop_last=False)
+    loader = m3leo_hf.StatefulLoader(data, **_loader_options(params))
+    return lambda: iter(loader)
+
+
+class _Contiguous(IterableDataset):
+    """``items`` (a list) cut into equal contiguous parts, one per DataLoader worker, each mapped
+    through ``read``."""
+
+    def __init__(self, items: list, read: Callable):
+        self.items, self.read = items, read
 
     def __iter__(self) -> Iterator:
         info = get_worker_info()
-        return self.one_pass(info.id, info.num_workers) if info else self.one_pass()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        bounds = np.linspace(0, len(self.items), workers + 1).round().astype(int)
+        for item in self.items[bounds[worker]:bounds[worker + 1]]:
+            yield self.read(item)
 
 
-def _limit_sample(handles: dict, modalities: list[str], rows: list[dict]) -> Tensors:
-    tensors = {}
-    for name, row in zip(modalities, rows):
-        handle = handles[name]
-        handle.seek(row["offset"])
-        buffer = np.empty(row["size"], dtype=np.uint8)  # not zero-filled, unlike bytearray
-        handle.readinto(buffer)
-        for member in row["members"]:
-            if member["name"].endswith(".npy"):
-                array = npy_view(buffer, member["offset"] - row["offset"])
-                tensors[f"{name}.{member['name'][:-4]}"] = _as_tensor(name, array)
-    return tensors
+def raw_limit(params: dict) -> Pass:
+    """The floor: each sample's tar bytes (offsets from the published metadata) read into one
+    uninitialised buffer, ``.npy`` payloads viewed with ``np.frombuffer``, the JSON member parsed,
+    no tar parsing; then the same transform and the stock DataLoader batching. Workers get equal
+    contiguous runs of samples."""
+    transform = _user_transform(params)
+    plan = limit_plan(params["roots"], params["modalities"], params["split"])
+
+    def read(chip: tuple[str, dict]) -> dict:
+        chip_id, rows = chip
+        return transform(chip_id, {m: read_raw(path, row) for m, (path, row) in rows.items()})
+
+    return _batched(_Contiguous(plan, read), params)
+
+
+def webdataset_zip(params: dict) -> Pass:
+    """Stock webdataset: one ``WebDataset(urls).decode()`` per modality (its default split by
+    worker), zipped by position and checked by key, then the transform and DataLoader batching."""
+    import webdataset as wds
+
+    modalities, transform = params["modalities"], _user_transform(params)
+    urls = {m: [str(p) for root in params["roots"] for p in sorted(Path(root, m).glob(f"{params['split']}-*.tar"))]
+            for m in modalities}
+
+    class Zipped(IterableDataset):
+        def __iter__(self) -> Iterator[dict]:
+            pipes = [wds.WebDataset(urls[m], shardshuffle=False, empty_check=False).decode() for m in modalities]
+            for samples in zip(*pipes):
+                keys = {s["__key__"] for s in samples}
+                if len(keys) != 1:
+                    raise RuntimeError(f"webdataset: modalities out of step: {sorted(keys)}")
+                infos = [s["json"] for s in samples]
+                if not all(info["available"] for info in infos):
+                    continue
+                raw = {m: ({f: s[f"{f}.npy"] for f in info["fields"]}, info["fields"])
+                       for m, s, info in zip(modalities, samples, infos)}
+                yield transform(keys.pop(), raw)
+
+    return _batched(Zipped(), params)
+
+
+def stock_datasets(params: dict) -> Pass:
+    """Stock ``datasets`` streaming (``load_dataset(region_dir, modality)`` through the README card,
+    or the ``webdataset`` builder over the tars), regions concatenated, modalities zipped by
+    position; in DataLoader workers ``datasets`` splits both by shard itself."""
+    from datasets import concatenate_datasets, load_dataset
+
+    modalities, split, transform = params["modalities"], params["split"], _user_transform(params)
+
+    def load(root: str, modality: str):
+        if params["datasets_mode"] == "card":
+            return load_dataset(root, modality, split=split, streaming=True)
+        files = sorted(str(p) for p in Path(root, modality).glob(f"{split}-*.tar"))
+        return load_dataset("webdataset", data_files={split: files}, split=split, streaming=True)
+
+    per_modality = [concatenate_datasets([load(root, m) for root in params["roots"]]).with_format("numpy")
+                    for m in modalities]
+
+    class Zipped(IterableDataset):
+        def __iter__(self) -> Iterator[dict]:
+            for samples in zip(*per_modality):
+                keys = {str(s["__key__"]) for s in samples}
+                if len(keys) != 1:
+                    raise RuntimeError(f"stock datasets: modalities out of step: {sorted(keys)}")
+                infos = [s["json"] for s in samples]
+                if not all(info["available"] for info in infos):
+                    continue
+                raw = {m: ({f: np.asarray(s[f"{f}.npy"], dtype=meta["dtype"]) for f, meta in info["fields"].items()},
+                           info["fields"]) for m, s, info in zip(modalities, samples, infos)}
+                yield transform(keys.pop(), raw)
+
+    return _batched(Zipped(), params)
+
+
+class _PerFile(Dataset):
+    """TorchGeo style: a map-style dataset opening each chip's files with rasterio / h5netcdf."""
+
+    def __init__(self, chips: list[dict], transform: UserTransform):
+        self.chips, self.transform = chips, transform
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, index: int) -> dict:
+        import rasterio
+
+        from builders.read import read_chip
+        from builders.registry import get_modality
+
+        chip = self.chips[index]
+        raw = {}
+        for name, path in chip["files"].items():
+            fields = chip["fields"][name]
+            if get_modality(name).container == "geotiff":
+                with rasterio.open(path) as dataset:
+                    raw[name] = ({name: dataset.read()}, fields)
+            else:
+                raw[name] = (read_chip(get_modality(name), Path(path).read_bytes(), chip["chip_id"]).arrays, fields)
+        return self.transform(chip["chip_id"], raw)
+
+
+def per_file(params: dict) -> Pass:
+    """One rasterio / h5netcdf open per chip file (TorchGeo style), stock DataLoader batching; the
+    nodata / band metadata the transform needs come from the built metadata, as a GeoDataset's would."""
+    return _batched(_PerFile(params["chips"], _user_transform(params)), params)
+
+
+def litdata_case(params: dict) -> Pass:
+    """litdata: ``StreamingDataset`` over the copy ``litdata.optimize`` wrote (same raw chips), the
+    transform in ``__getitem__``, ``StreamingDataLoader`` batching."""
+    from litdata import StreamingDataLoader, StreamingDataset
+
+    modalities, transform = params["modalities"], _user_transform(params)
+
+    class Transformed(StreamingDataset):
+        def __getitem__(self, index):
+            return transform_record(super().__getitem__(index), modalities, transform)
+
+    data = Transformed(params["peers"]["litdata"], shuffle=False)
+    loader = StreamingDataLoader(data, batch_size=params["batch_size"], **_loader_options(params))
+    return lambda: iter(loader)
+
+
+def mds_case(params: dict) -> Pass:
+    """MosaicML streaming: ``StreamingDataset`` over the ``MDSWriter`` copy (same raw chips), the
+    transform in ``__getitem__``, DataLoader batching."""
+    modalities, transform = params["modalities"], _user_transform(params)  # imports datasets first
+    streaming = import_streaming()
+    streaming.base.util.clean_stale_shared_memory()
+
+    class Transformed(streaming.StreamingDataset):
+        def __getitem__(self, index):
+            return transform_record(super().__getitem__(index), modalities, transform)
+
+    data = Transformed(local=params["peers"]["mds"], shuffle=False, batch_size=params["batch_size"])
+    return _batched(data, params)
+
+
+def transform_record(record: dict, modalities: list[str], transform: UserTransform) -> dict:
+    """A peer's stored record (``chip_id``, ``fields`` JSON, one array per ``<modality>__<field>``)
+    through the transform."""
+    fields = json.loads(record["fields"])
+    raw = {m: ({f: record[f"{m}__{f}"] for f in fields[m]}, fields[m]) for m in modalities}
+    return transform(str(record["chip_id"]), raw)
+
+
+def import_streaming() -> types.ModuleType:
+    """``import streaming``. PyPI's torchvision is built for CUDA torch: next to a CPU-only torch its
+    operators fail to load, and ``streaming/__init__`` imports ``streaming.vision``, which imports
+    torchvision. Only ``streaming.vision`` (unused here) needs it, so then a stand-in of the two names
+    it imports is put in its place."""
+    try:
+        import streaming
+        return streaming
+    except (RuntimeError, OSError, ImportError):
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith(("torchvision.", "streaming"))]:
+            del sys.modules[name]
+    stand_in = types.ModuleType("torchvision")
+    stand_in.datasets = types.ModuleType("torchvision.datasets")
+    stand_in.datasets.VisionDataset = Dataset
+    stand_in.transforms = types.ModuleType("torchvision.transforms")
+    stand_in.transforms.functional = types.ModuleType("torchvision.transforms.functional")
+    stand_in.transforms.functional.to_tensor = None
+    for module in (stand_in, stand_in.datasets, stand_in.transforms, stand_in.transforms.functional):
+        module.__spec__ = importlib.machinery.ModuleSpec(module.__name__, None)
+        sys.modules[module.__name__] = module
+    import streaming
+    return streaming
 
 
 READ_CASES: dict[str, Callable[[dict], Pass]] = {
-    "ours": ours, "per_file": per_file, "release_parquet": release_parquet, "datasets": stock_datasets,
-    "raw_limit": raw_limit,
+    "ours": ours, "raw_limit": raw_limit, "webdataset": webdataset_zip, "litdata": litdata_case,
+    "mds": mds_case, "datasets": stock_datasets, "per_file": per_file,
 }
+
+
+def read_raw(path: str, row: dict) -> tuple[dict[str, np.ndarray], dict]:
+    """One sample's arrays (viewed in one buffer) and its JSON ``fields``, by metadata offsets."""
+    buffer = np.empty(row["size"], dtype=np.uint8)  # not zero-filled, unlike bytearray
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(row["offset"])
+        handle.readinto(buffer)
+    arrays, fields = {}, {}
+    for member in row["members"]:
+        start = member["offset"] - row["offset"]
+        if member["name"].endswith(".npy"):
+            arrays[member["name"][:-4]] = npy_view(buffer, start)
+        elif member["name"] == "json":
+            fields = json.loads(buffer[start:start + member["size"]].tobytes())["fields"]
+    return arrays, fields
 
 
 def npy_view(buffer: np.ndarray, start: int) -> np.ndarray:
@@ -192,36 +272,9 @@ def npy_view(buffer: np.ndarray, start: int) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C")
 
 
-def _flatten(modalities: list[str], sample: dict) -> Tensors:
-    tensors = {}
-    for name in modalities:
-        value = sample[name]
-        items = value.items() if isinstance(value, dict) else [(name, value)]
-        tensors.update({f"{name}.{field}": tensor for field, tensor in items})
-    return tensors
-
-
-def _as_tensor(name: str, array: np.ndarray) -> torch.Tensor:
-    view = get_modality(name).view_as if get_modality(name).container == "geotiff" else None
-    return torch.from_numpy(array.view(view) if view else array)
-
-
-def _netcdf_tensors(name: str, content: bytes, chip_id: str) -> Tensors:
-    """NetCDF fields as our reader names them (h5netcdf underneath)."""
-    from builders.read import read_chip
-
-    arrays = read_chip(get_modality(name), content, chip_id).arrays
-    return {f"{name}.{field}": torch.from_numpy(array) for field, array in arrays.items()}
-
-
-def _release_rows(file: str) -> dict[str, bytes]:
-    table = pq.read_table(file, columns=["path", "content"])
-    return {path.rsplit("/", 1)[-1].split(".", 1)[0]: content
-            for path, content in zip(table.column("path").to_pylist(), table.column("content").to_pylist())}
-
-
-def _limit_plan(roots: list[str], modalities: list[str], split: str) -> list[tuple[dict, list]]:
-    """Per aligned shard: its tar per modality and its samples ``(chip_id, [row per modality])``."""
+def limit_plan(roots: list[str], modalities: list[str], split: str) -> list[tuple[str, dict]]:
+    """``[(chip_id, {modality: (tar path, metadata row)})]`` of the split's chips available in every
+    modality, in region, shard and sample order."""
     plan = []
     for root in roots:
         tables = {}
@@ -231,13 +284,16 @@ def _limit_plan(roots: list[str], modalities: list[str], split: str) -> list[tup
                                            "members", "available"]).to_pylist()
             rows = [r for r in table if r["split"] == split]
             tables[name] = sorted(rows, key=lambda r: (r["shard"], r["sample_index"]))
-        shards: dict[str, list] = {}
         for rows in zip(*(tables[m] for m in modalities)):
             if len({r["chip_id"] for r in rows}) != 1:
                 raise RuntimeError(f"{root}: modalities not aligned at {[r['chip_id'] for r in rows]}")
             if all(r["available"] for r in rows):
-                shards.setdefault(rows[0]["shard"].split("/", 1)[1], []).append((rows[0]["chip_id"], rows))
-        for shard, samples in sorted(shards.items()):
-            paths = {m: str(Path(root, m, shard)) for m in modalities}
-            plan.append((paths, samples))
+                plan.append((rows[0]["chip_id"], {m: (str(Path(root, r["shard"])), r) for m, r in zip(modalities, rows)}))
     return plan
+
+
+def chip_fields(roots: list[str], modalities: list[str], split: str) -> dict[str, dict]:
+    """``{chip_id: {modality: fields}}``: the JSON ``fields`` (dtype, band names, nodata, view_as) of
+    each chip, the metadata a per-file reader takes from the file headers."""
+    return {chip_id: {m: read_raw(path, row)[1] for m, (path, row) in rows.items()}
+            for chip_id, rows in limit_plan(roots, modalities, split)}

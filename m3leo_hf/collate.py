@@ -1,11 +1,19 @@
-"""Turn joined samples (numpy) into torch: one sample, or a batch stacked field by field."""
+"""Turn joined samples (numpy) into torch: one sample, or a batch stacked field by field.
+
+Inside a DataLoader worker a batch is stacked straight into shared memory, so handing it to the main
+process moves a file descriptor instead of copying the batch (what ``default_collate`` does too).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
+
+
+TAIL_PART = "__tail_part__"  # key marking a worker's tail part of an epoch's last batches (planning.split_tail)
 
 
 def to_torch(value: Any) -> Any:
@@ -25,7 +33,7 @@ def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None
     for key, first in samples[0].items():
         values = [sample[key] for sample in samples]
         if isinstance(first, np.ndarray):
-            out[key] = torch.from_numpy(_stack(values, f"{path}{key}", chips))
+            out[key] = _stack(values, f"{path}{key}", chips)
         elif isinstance(first, dict) and key != "meta":
             out[key] = collate(values, f"{path}{key}.", chips)
         elif isinstance(first, (bool, np.bool_)):
@@ -35,9 +43,49 @@ def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None
     return out
 
 
-def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> np.ndarray:
+def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> torch.Tensor:
     if len({v.shape for v in values}) > 1:
         detail = ", ".join(f"{c}: {tuple(v.shape)}" for c, v in zip(chips, values))
         raise ValueError(f"cannot batch {name!r}: shapes differ ({detail}); pass spatial_size= to centre "
                          f"crop/pad every chip to a fixed size")
-    return np.stack(values)
+    batch = empty((len(values), *values[0].shape), np.result_type(*values))
+    np.stack(values, out=batch.numpy())
+    return batch
+
+
+def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An uninitialised tensor; in shared memory when called in a DataLoader worker."""
+    kind = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=kind)
+    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return torch.empty(0, dtype=kind).set_(storage, 0, shape)
+
+
+def tail_batches(parts: Sequence[dict], batch_size: int, pin_memory: bool = False) -> Iterator[dict]:
+    """Join the workers' tail parts (in plan order) and cut them into batches of ``batch_size``
+    (the last may be smaller); ``pin_memory`` puts the joined tensors in pinned memory."""
+    joined = _join([{k: v for k, v in p.items() if k != TAIL_PART} for p in sorted(parts, key=lambda p: p[TAIL_PART])],
+                   pin_memory)
+    total = len(joined["chip_id"])
+    for start in range(0, total, batch_size):
+        yield _slice(joined, slice(start, start + batch_size))
+
+
+def _join(batches: Sequence[dict], pin_memory: bool) -> dict:
+    out = {}
+    for key, first in batches[0].items():
+        values = [batch[key] for batch in batches]
+        if isinstance(first, torch.Tensor):
+            shape = (sum(len(v) for v in values), *first.shape[1:])
+            out[key] = torch.cat(values, out=torch.empty(shape, dtype=first.dtype, pin_memory=pin_memory))
+        elif isinstance(first, dict) and key != "meta":
+            out[key] = _join(values, pin_memory)
+        else:
+            out[key] = [item for value in values for item in value]
+    return out
+
+
+def _slice(batch: dict, rows: slice) -> dict:
+    return {key: _slice(value, rows) if isinstance(value, dict) and key != "meta" else value[rows]
+            for key, value in batch.items()}

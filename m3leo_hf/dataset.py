@@ -9,11 +9,12 @@ import os
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from builders.declarations import Modality
-from m3leo_hf.collate import collate, to_torch
+from m3leo_hf.collate import TAIL_PART, collate, to_torch
 from m3leo_hf.config import StreamConfig
 from m3leo_hf import upstream
 from m3leo_hf.index import AlignedShard, load_region
@@ -21,11 +22,14 @@ from m3leo_hf.modalities import declaration
 from m3leo_hf.limits import FieldLimit, field_limits, stats_problems
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf.ranged import read_runs
-from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, join, load_json, read_bytes,
+from m3leo_hf.readahead import read_ahead
+from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, is_url, join, load_json, read_bytes,
                              read_samples)
 from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_file, train_stats
 from m3leo_hf.selection import Selection, selected
 from m3leo_hf.transforms import ModalityTransform, pool_stats
+
+READ_AHEAD = 4  # joined raw samples a worker (or the main process) reads ahead of remote roots
 
 
 class M3LEOStream(IterableDataset):
@@ -40,7 +44,9 @@ class M3LEOStream(IterableDataset):
     and, when it runs to the end, moves to the next epoch. ``state_dict()`` counts the items this
     object yielded in this process, so it is exact without DataLoader workers; with workers use
     ``StatefulLoader``, which counts in the main process (a plain DataLoader with workers iterates
-    copies: call ``set_epoch`` every epoch, as with ``DistributedSampler``).
+    copies: call ``set_epoch`` every epoch, as with ``DistributedSampler``). The main process's
+    position is kept in shared memory too, and every DataLoader worker, persistent ones included,
+    starts each iteration from it.
 
     Create the stream after ``init_process_group`` (or pass ``rank`` and ``world_size``): workers
     started with spawn/forkserver have no process group and use the values seen here.
@@ -80,12 +86,14 @@ class M3LEOStream(IterableDataset):
         self._templates: dict[str, dict | None] = {}
         self._field_limits: dict[str, dict[str, FieldLimit]] = {}
         self.epoch, self._consumed = 0, 0
+        self.split_tail = False  # StatefulLoader's even split: see planning.split_tail
+        self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
 
     # -- position ---------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self.epoch, self._consumed = epoch, 0
+            self._move(epoch, 0)
 
     def state_dict(self) -> dict:
         """Position (epoch, items consumed) and what it is valid for: world size, the order options and
@@ -107,7 +115,13 @@ class M3LEOStream(IterableDataset):
             detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in changed.items()) or "unknown options"
             raise ValueError(f"cannot resume: the state was saved by a stream with other order options "
                              f"(fingerprint {state['fingerprint']} vs {mine['fingerprint']}): {detail}")
-        self.epoch, self._consumed = int(state["epoch"]), int(state["batches"])
+        self._move(int(state["epoch"]), int(state["batches"]))
+
+    def _move(self, epoch: int, consumed: int) -> None:
+        """Set the position; in the main process also the shared one that workers start from."""
+        self.epoch, self._consumed = epoch, consumed
+        if get_worker_info() is None:
+            self._shared_position[0], self._shared_position[1] = epoch, consumed
 
     def __len__(self) -> int:
         """Items (batches, or samples without ``batch_size``) this rank yields per epoch."""
@@ -117,37 +131,45 @@ class M3LEOStream(IterableDataset):
         rank, world_size = self._distribution()
         return plan_rank(self.eligible, epoch=epoch, seed=self.seed, shuffle=self.shuffle, rank=rank,
                          world_size=world_size, equalize=self.equalize, batch_size=self.batch_size or 1,
-                         drop_last=self.drop_last, num_workers=num_workers)
+                         drop_last=self.drop_last, num_workers=num_workers,
+                         split_tail_batches=self.split_tail and bool(self.batch_size))
 
     # -- iteration --------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info is not None:  # this copy may be a persistent worker's: follow the main process
+            self.epoch, self._consumed = self._shared_position.tolist()
         plan = self.plan(self.epoch, workers)
-        positions = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
-                           seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
-        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, positions))
-        for item in self._items(samples):
-            self._consumed += 1
+        share = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
+                            seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
+        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, share.positions))
+        for item in self._items(samples, len(share.positions) - share.tail, share.part):
+            self._move(self.epoch, self._consumed + 1)
             yield item
-        self.epoch, self._consumed = self.epoch + 1, 0
+        self._move(self.epoch + 1, 0)
 
-    def _items(self, samples: Iterator[dict]) -> Iterator[dict]:
+    def _items(self, samples: Iterator[dict], whole: int, part: int) -> Iterator[dict]:
+        """Samples, or batches of the first ``whole`` samples then the rest as tail part ``part``
+        (a batch marked with ``TAIL_PART``)."""
         if not self.batch_size:
             yield from (to_torch(sample) for sample in samples)
             return
         batch = []
-        for sample in samples:
+        for count, sample in enumerate(samples, 1):
             batch.append(sample)
-            if len(batch) == self.batch_size:
+            if len(batch) == self.batch_size or count == whole:
                 yield collate(batch)
                 batch = []
         if batch:
-            yield collate(batch)
+            yield {**collate(batch), **({TAIL_PART: part} if self.split_tail else {})}
 
     def _ordered(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
-        """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer)."""
-        source = self._ascending(plan, np.sort(positions))
+        """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer); from
+        remote roots by a read-ahead thread (local reads come from the page cache: a thread would
+        only contend for the GIL)."""
+        remote = any(is_url(root) for root in self.roots)
+        source = read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD if remote else 0)
         pending: dict[int, dict] = {}
         for position in positions.tolist():
             while position not in pending:

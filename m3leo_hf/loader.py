@@ -3,15 +3,22 @@
 The state is ``(epoch, batches this rank has consumed)``, counted in the main process. On
 resume the stream maps that count back through the DataLoader's round-robin over workers
 (``planning.resume``), so the remaining batches come out exactly as they would have.
-Resuming needs the same seed, world size, batch size and ``num_workers``.
+With 2+ workers and batches, every worker reads an equal share of the epoch: the last
+``batches % num_workers`` batches are read in equal parts by all workers and joined here
+(``planning.split_tail``). Resuming needs the same seed, world size, batch size and
+``num_workers``. One DataLoader serves
+every epoch, so ``persistent_workers=True`` keeps its workers (they start each epoch from the
+position the stream shares with them); ``pin_memory`` and ``prefetch_factor`` pass through.
 """
 
 from __future__ import annotations
 
 from typing import Iterator, Mapping
 
+import torch
 from torch.utils.data import DataLoader
 
+from m3leo_hf.collate import TAIL_PART, tail_batches
 from m3leo_hf.dataset import M3LEOStream
 
 
@@ -21,11 +28,13 @@ class StatefulLoader:
 
     def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, **loader_options):
         fixed = sorted(set(loader_options) & {"batch_size", "batch_sampler", "sampler", "shuffle", "in_order",
-                                              "persistent_workers", "collate_fn"})
+                                              "collate_fn"})
         if fixed:
             raise ValueError(f"StatefulLoader fixes {fixed}; batch and shuffle with the stream's options")
         self.dataset, self.num_workers, self.options = dataset, num_workers, loader_options
         self.epoch, self.batches = dataset.epoch, 0
+        self._loader: DataLoader | None = None
+        dataset.split_tail = num_workers > 1
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -48,8 +57,20 @@ class StatefulLoader:
 
     def __iter__(self) -> Iterator:
         self.dataset.load_state_dict({"epoch": self.epoch, "batches": self.batches})
-        loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.options)
-        for batch in loader:
-            self.batches += 1
-            yield batch
+        if self._loader is None:
+            self._loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.options)
+        plan = self.dataset.plan(self.epoch, max(self.num_workers, 1))
+        skip = max(0, self.batches - sum(plan.worker_batches))  # tail batches already consumed
+        parts: list[dict] = []
+        for batch in self._loader:
+            if TAIL_PART not in batch:
+                self.batches += 1
+                yield batch
+                continue
+            parts.append(batch)
+            if len(parts) == plan.tail_parts:
+                pin = bool(self.options.get("pin_memory")) and torch.accelerator.is_available()
+                for joined in list(tail_batches(parts, plan.batch_size, pin))[skip:]:
+                    self.batches += 1
+                    yield joined
         self.epoch, self.batches = self.epoch + 1, 0

@@ -12,18 +12,24 @@ Rule, per epoch:
    from its start; repeated samples are flagged as padding).
 4. A rank range holds ``ceil(n / batch_size)`` batches, or ``n // batch_size`` with ``drop_last``.
    So every rank yields the same number of batches. The batches are split into contiguous
-   per-worker runs (the first ``nb % num_workers`` workers get one more batch).
-5. Each worker passes its samples through a seeded shuffle buffer (on sample positions, so the
-   order is known before any byte is read) and cuts the result into batches.
+   per-worker runs (the first ``nb % num_workers`` workers get one more batch). With
+   ``split_tail`` (``StatefulLoader``) every worker instead gets ``nb // num_workers`` batches and
+   the samples of the last ``nb % num_workers`` batches are cut into ``num_workers`` equal
+   contiguous tail parts, one per worker, so no worker reads more than its share; the main
+   process joins the parts (in worker order) and cuts them into those last batches.
+5. Each worker passes its samples (its batches' run, then its tail part) through a seeded shuffle
+   buffer (on sample positions, so the order is known before any byte is read) and cuts the
+   result into batches, the samples after its whole batches forming its tail part.
 
-DataLoader hands out batches round-robin over workers, skipping exhausted ones; ``resume``
-inverts that to restart mid-epoch with exactly the batches not yet consumed, in the same order.
+DataLoader hands out items round-robin over workers, skipping exhausted ones; ``resume``
+inverts that to restart mid-epoch with exactly the batches not yet consumed, in the same order
+(tail parts are all read again once any tail batch was consumed; the main process skips those).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
 
@@ -36,8 +42,9 @@ class RankPlan:
 
     ``shard_ids[i]``/``sample_ids[i]`` name the i-th sample of the rank range (shard unit index,
     sample index within the shard); ``padding[i]`` marks repeated samples (``equalize="pad"``).
-    ``worker_batches[w]`` is the batch count of worker ``w``, whose samples are the contiguous run
-    ``worker_ranges[w]`` of the rank range.
+    ``worker_batches[w]`` is the whole-batch count of worker ``w``, whose samples are the contiguous
+    run ``worker_ranges[w]`` of the rank range; with a split tail, ``tail_ranges[w]`` is the run of
+    its tail part (empty tuple otherwise) and ``tail_batches`` the batches the parts make.
     """
 
     shard_ids: np.ndarray
@@ -46,10 +53,17 @@ class RankPlan:
     batch_size: int
     worker_ranges: tuple[tuple[int, int], ...]
     worker_batches: tuple[int, ...]
+    tail_ranges: tuple[tuple[int, int], ...] = ()
+    tail_batches: int = 0
 
     @property
     def num_batches(self) -> int:
-        return sum(self.worker_batches)
+        return sum(self.worker_batches) + self.tail_batches
+
+    @property
+    def tail_parts(self) -> int:
+        """How many workers yield a (non-empty) tail part."""
+        return sum(stop > start for start, stop in self.tail_ranges)
 
 
 def shard_order(num_shards: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -89,9 +103,22 @@ def split_batches(num_samples: int, *, batch_size: int, drop_last: bool,
     return tuple(ranges), counts
 
 
+def split_tail(num_samples: int, *, batch_size: int, drop_last: bool, num_workers: int
+               ) -> tuple[tuple[tuple[int, int], ...], tuple[int, ...], tuple[tuple[int, int], ...], int]:
+    """Whole batches split evenly over the workers, the rest cut into equal tail parts: worker
+    ranges, batch counts, tail part ranges and the number of tail batches."""
+    num_batches = num_samples // batch_size if drop_last else -(-num_samples // batch_size)
+    per_worker, tail_batches = divmod(num_batches, num_workers)
+    span, used = per_worker * batch_size, min(num_batches * batch_size, num_samples)
+    ranges = tuple((min(w * span, used), min((w + 1) * span, used)) for w in range(num_workers))
+    bounds = np.linspace(num_workers * span, used, num_workers + 1).round().astype(int).tolist()
+    tails = tuple((bounds[w], bounds[w + 1]) for w in range(num_workers)) if tail_batches else ()
+    return ranges, (per_worker,) * num_workers, tails, tail_batches
+
+
 def plan_rank(eligible: Sequence[np.ndarray], *, epoch: int, seed: int, shuffle: bool, rank: int,
               world_size: int, equalize: Equalize, batch_size: int, drop_last: bool,
-              num_workers: int) -> RankPlan:
+              num_workers: int, split_tail_batches: bool = False) -> RankPlan:
     """Plan one epoch for ``rank``; ``eligible[s]`` lists the sample indices to read from shard ``s``."""
     order = shard_order(len(eligible), seed=seed, epoch=epoch, shuffle=shuffle)
     lengths = np.array([len(eligible[s]) for s in order], dtype=np.int64)
@@ -99,9 +126,14 @@ def plan_rank(eligible: Sequence[np.ndarray], *, epoch: int, seed: int, shuffle:
     sample_ids = (np.concatenate([np.asarray(eligible[s], dtype=np.int64) for s in order])
                   if len(order) else np.zeros(0, dtype=np.int64))
     index, padding = rank_range(len(shard_ids), rank=rank, world_size=world_size, equalize=equalize)
-    ranges, counts = split_batches(len(index), batch_size=batch_size, drop_last=drop_last,
-                                   num_workers=max(num_workers, 1))
-    return RankPlan(shard_ids[index], sample_ids[index], padding, batch_size, ranges, counts)
+    if split_tail_batches and num_workers > 1:
+        ranges, counts, tails, tail_batches = split_tail(len(index), batch_size=batch_size, drop_last=drop_last,
+                                                         num_workers=num_workers)
+    else:
+        ranges, counts = split_batches(len(index), batch_size=batch_size, drop_last=drop_last,
+                                       num_workers=max(num_workers, 1))
+        tails, tail_batches = (), 0
+    return RankPlan(shard_ids[index], sample_ids[index], padding, batch_size, ranges, counts, tails, tail_batches)
 
 
 def buffer_order(n: int, *, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -150,13 +182,28 @@ def resume(worker_batches: Sequence[int], consumed: int) -> tuple[list[int], lis
     return done, order
 
 
+class WorkerShare(NamedTuple):
+    """What one DataLoader worker reads: ``positions`` (into the rank range) in order, the last
+    ``tail`` of them forming its tail part; ``part`` is the plan's worker it stands for."""
+
+    positions: np.ndarray
+    tail: int
+    part: int
+
+
 def plan_worker(plan: RankPlan, *, worker: int, consumed: int, shuffle_buffer: int,
-                seed: int, epoch: int, rank: int) -> np.ndarray:
-    """Positions (into the rank range) that DataLoader worker ``worker`` yields, in order; the
-    rank's ``consumed`` first batches (``resume``) are left out."""
-    done, order = resume(plan.worker_batches, consumed)
+                seed: int, epoch: int, rank: int) -> WorkerShare:
+    """The share of DataLoader worker ``worker``, the rank's ``consumed`` first batches
+    (``resume``) left out."""
+    items = list(plan.worker_batches)
+    if plan.tail_ranges:  # a tail part is one more item; consumed tail batches are skipped in the main process
+        items = [count + (stop > start) for count, (start, stop) in zip(items, plan.tail_ranges)]
+        consumed = min(consumed, sum(plan.worker_batches))
+    done, order = resume(items, consumed)
     original = order[worker]
-    start, stop = plan.worker_ranges[original]
+    runs = [plan.worker_ranges[original]] + ([plan.tail_ranges[original]] if plan.tail_ranges else [])
+    index = np.concatenate([np.arange(start, stop, dtype=np.int64) for start, stop in runs])
     rng = np.random.default_rng([seed, epoch, rank, original])
-    positions = start + buffer_order(stop - start, size=shuffle_buffer, rng=rng)
-    return positions[done[original] * plan.batch_size:]
+    positions = index[buffer_order(len(index), size=shuffle_buffer, rng=rng)]
+    tail = plan.tail_ranges[original][1] - plan.tail_ranges[original][0] if plan.tail_ranges else 0
+    return WorkerShare(positions[done[original] * plan.batch_size:], tail, original)

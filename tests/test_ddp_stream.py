@@ -1,4 +1,5 @@
-"""Exact epochs under real torch.distributed (gloo on 127.0.0.1) with DataLoader workers 0 and 2.
+"""Exact epochs under real torch.distributed (gloo on 127.0.0.1) with DataLoader workers 0 and 2,
+persistent or not.
 
 One spawn per world size (1, 2, 3); each rank runs every case and writes what it saw. The train
 split has 9 shards of 2 samples (17 with ``missing="skip"``), so neither shards nor samples divide
@@ -23,10 +24,12 @@ from tests.test_stream_data import MODALITIES, chips, roots, stream_shards  # no
 CASES = {  # name: (stream options, DataLoader workers)
     "train_w0": (dict(missing="skip", batch_size=2, shuffle_buffer=3), 0),
     "train_w2": (dict(missing="skip", batch_size=2, shuffle_buffer=3), 2),
+    "train_persistent_w2": (dict(missing="skip", batch_size=2, shuffle_buffer=3), 2),
     "train_pad_w2": (dict(batch_size=3, equalize="pad", drop_last=False), 2),
     "val_w2": (dict(split="val", batch_size=4), 2),
     "test_skip_w0": (dict(split="test", missing="skip"), 0),
 }
+LOADER_OPTIONS = {"train_persistent_w2": dict(persistent_workers=True, pin_memory=True)}
 
 
 def free_port() -> int:
@@ -55,7 +58,7 @@ def rank_main(rank: int, world_size: int, port: int, data: list[str], out_dir: s
         def loader():
             stream = m3leo_hf.stream(data, modalities=MODALITIES, seed=11, spatial_size=32, **options)
             # workers of a spawned rank would be spawned too (slow): fork them
-            return m3leo_hf.StatefulLoader(stream, num_workers=workers,
+            return m3leo_hf.StatefulLoader(stream, num_workers=workers, **LOADER_OPTIONS.get(name, {}),
                                            **({"multiprocessing_context": "fork"} if workers else {}))
 
         first = loader()
@@ -71,9 +74,11 @@ def rank_main(rank: int, world_size: int, port: int, data: list[str], out_dir: s
             if step + 1 == stop:
                 break
         state = partial.state_dict()
+        continued = batches(partial)  # the same loader (and workers, when persistent) carries on
         resumed = loader()
         resumed.load_state_dict(json.loads(json.dumps(state)))
-        runs["resume"] = {"state": state, "rest": batches(resumed), "after": resumed.state_dict()}
+        runs["resume"] = {"state": state, "rest": batches(resumed), "after": resumed.state_dict(),
+                          "continued": continued, "epoch2": batches(partial)}
         seen[name] = runs
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(seen))
     dist.destroy_process_group()
@@ -133,10 +138,15 @@ def test_resume_yields_exactly_the_remaining_batches(ddp_runs, world_size, name)
         consumed = resume["state"]["batches"]
         assert resume["state"]["epoch"] == 1 and consumed == max(1, len(runs["epoch1"]) // 3)
         assert runs["epoch1"][:consumed] + resume["rest"] == runs["epoch1"]
+        assert runs["epoch1"][:consumed] + resume["continued"] == runs["epoch1"]
         assert resume["after"]["epoch"] == 2 and resume["after"]["batches"] == 0
+        assert len(resume["epoch2"]) == runs["length"]
+        if CASES[name][0].get("split", "train") == "train":  # shuffled: another epoch, another order
+            assert resume["epoch2"] != runs["epoch1"]
 
 
 def test_workers_do_not_change_what_a_rank_sees(ddp_runs):
     for world_size, ranks in ddp_runs.items():
         for r in ranks:
             assert sorted(flat(r["train_w0"]["epoch1"])) == sorted(flat(r["train_w2"]["epoch1"]))
+            assert r["train_persistent_w2"]["epoch1"] == r["train_w2"]["epoch1"]

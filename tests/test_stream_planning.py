@@ -29,7 +29,7 @@ def rank_batches(eligible, *, rank, world_size, workers, batch_size, consumed=0,
     per_worker = []
     for worker in range(workers):
         positions = plan_worker(plan, worker=worker, consumed=consumed, shuffle_buffer=4, seed=options["seed"],
-                           epoch=epoch, rank=rank)
+                                epoch=epoch, rank=rank).positions
         ids = [(int(plan.shard_ids[p]), int(plan.sample_ids[p])) for p in positions]
         per_worker.append([ids[i:i + batch_size] for i in range(0, len(ids), batch_size)])
     return dataloader_order(per_worker)
@@ -115,3 +115,48 @@ def test_plan_worker_resume_yields_exact_remainder(workers):
         assert full[:consumed] + rest == full
     with pytest.raises(ValueError, match="cannot resume"):
         resume([1, 1], 3)
+
+
+def tail_split_batches(eligible, *, workers, batch_size, consumed=0, drop_last=True) -> list[list]:
+    """What StatefulLoader yields with ``split_tail``: the DataLoader's round-robin over the workers'
+    whole batches and tail parts, the parts joined in plan order and cut into batches."""
+    plan = plan_rank(eligible, epoch=0, rank=0, world_size=1, batch_size=batch_size, num_workers=workers,
+                     seed=7, shuffle=True, equalize="drop", drop_last=drop_last, split_tail_batches=True)
+    per_worker = []
+    for worker in range(workers):
+        share = plan_worker(plan, worker=worker, consumed=consumed, shuffle_buffer=4, seed=7, epoch=0, rank=0)
+        ids = [(int(plan.shard_ids[p]), int(plan.sample_ids[p])) for p in share.positions]
+        whole = len(ids) - share.tail
+        items = [("batch", ids[i:i + batch_size]) for i in range(0, whole, batch_size)]
+        per_worker.append(items + ([("part", share.part, ids[whole:])] if share.tail else []))
+    out, parts = [], []
+    for item in dataloader_order(per_worker):
+        if item[0] == "batch":
+            out.append(item[1])
+            continue
+        parts.append(item)
+        if len(parts) == plan.tail_parts:
+            joined = [i for _, _, ids in sorted(parts) for i in ids]
+            tail = [joined[i:i + batch_size] for i in range(0, len(joined), batch_size)]
+            out += tail[max(0, consumed - sum(plan.worker_batches)):]
+    return out
+
+
+@pytest.mark.parametrize("workers,batch_size,drop_last", [(2, 2, True), (2, 3, False), (3, 2, True), (3, 4, False),
+                                                          (4, 1, True)])
+def test_split_tail_gives_workers_equal_shares_and_resumes_exactly(workers, batch_size, drop_last):
+    n = sum(len(e) for e in ELIGIBLE)  # 17
+    plan = plan_rank(ELIGIBLE, epoch=0, rank=0, world_size=1, batch_size=batch_size, num_workers=workers, seed=7,
+                     shuffle=True, equalize="drop", drop_last=drop_last, split_tail_batches=True)
+    shares = [len(plan_worker(plan, worker=w, consumed=0, shuffle_buffer=4, seed=7, epoch=0, rank=0).positions)
+              for w in range(workers)]
+    assert max(shares) - min(shares) <= 1  # without the split, 17 samples in batches of 2 over 2 workers: 10 / 8
+    full = tail_split_batches(ELIGIBLE, workers=workers, batch_size=batch_size, drop_last=drop_last)
+    expected_batches = n // batch_size if drop_last else -(-n // batch_size)
+    assert len(full) == plan.num_batches == expected_batches
+    assert all(len(b) == batch_size for b in full[:-1])
+    flat = [i for b in full for i in b]
+    assert len(flat) == len(set(flat)) == (expected_batches * batch_size if drop_last else n)
+    for consumed in range(len(full) + 1):
+        assert full[:consumed] + tail_split_batches(ELIGIBLE, workers=workers, batch_size=batch_size,
+                                                    consumed=consumed, drop_last=drop_last) == full
