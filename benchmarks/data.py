@@ -14,6 +14,7 @@ from typing import Callable
 
 import pyarrow.parquet as pq
 
+from builders.registry import get_modality
 from builders.sample import write_release_parquet, write_sample
 
 SUBDIRS = ("chips", "release", "shards", "scratch")
@@ -114,7 +115,7 @@ def chip_files(inputs: Inputs, config: Config, modalities: list[str], split: str
     for root in inputs.roots(config):
         per_modality = {}
         for name in modalities:
-            rows = pq.read_table(Path(root, "metadata", f"{name}.parquet"),
+            rows = pq.read_table(Path(root, "metadata", f"{get_modality(name).name}.parquet"),
                                  columns=["chip_id", "split", "available", "source_file"]).to_pylist()
             per_modality[name] = {r["chip_id"]: str(inputs.chips / r["source_file"]) for r in rows
                                   if r["split"] == split and r["available"]}

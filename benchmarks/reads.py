@@ -23,6 +23,12 @@ import pyarrow.parquet as pq
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from benchmarks.transform import UserTransform
+from builders.registry import get_modality
+
+
+def folder(modality: str) -> str:
+    """The shard folder (and metadata name) of a config name or alias (``s1grd`` -> ``s1grd-2020``)."""
+    return get_modality(modality).name
 
 Pass = Callable[[], Iterator[dict]]
 
@@ -90,7 +96,7 @@ def webdataset_zip(params: dict) -> Pass:
     import webdataset as wds
 
     modalities, transform = params["modalities"], _user_transform(params)
-    urls = {m: [str(p) for root in params["roots"] for p in sorted(Path(root, m).glob(f"{params['split']}-*.tar"))]
+    urls = {m: [str(p) for root in params["roots"] for p in sorted(Path(root, folder(m)).glob(f"{params['split']}-*.tar"))]
             for m in modalities}
 
     class Zipped(IterableDataset):
@@ -121,7 +127,7 @@ def stock_datasets(params: dict) -> Pass:
     def load(root: str, modality: str):
         if params["datasets_mode"] == "card":
             return load_dataset(root, modality, split=split, streaming=True)
-        files = sorted(str(p) for p in Path(root, modality).glob(f"{split}-*.tar"))
+        files = sorted(str(p) for p in Path(root, folder(modality)).glob(f"{split}-*.tar"))
         return load_dataset("webdataset", data_files={split: files}, split=split, streaming=True)
 
     per_modality = [concatenate_datasets([load(root, m) for root in params["roots"]]).with_format("numpy")
@@ -279,7 +285,7 @@ def limit_plan(roots: list[str], modalities: list[str], split: str) -> list[tupl
     for root in roots:
         tables = {}
         for name in modalities:
-            table = pq.read_table(Path(root, "metadata", f"{name}.parquet"),
+            table = pq.read_table(Path(root, "metadata", f"{folder(name)}.parquet"),
                                   columns=["chip_id", "split", "shard", "sample_index", "offset", "size",
                                            "members", "available"]).to_pylist()
             rows = [r for r in table if r["split"] == split]
