@@ -12,7 +12,7 @@ from pathlib import Path
 from builders.declarations import (BUILTIN, MONTHS, SEASONS, Family, Modality, check_modality, fixed_family,
                                    read_declarations, season_windows)
 
-__all__ = ["FAMILIES", "MONTHS", "SEASONS", "Family", "Modality", "families", "get_modality", "largest_nominal_mb",
+__all__ = ["FAMILIES", "GUNW_FAMILIES", "MONTHS", "SEASONS", "Family", "Modality", "families", "get_modality", "largest_nominal_mb",
            "load_declarations", "modality_for_folder", "register", "season_windows", "unregister"]
 
 FAMILIES: list[Family] = read_declarations(BUILTIN)
@@ -86,5 +86,6 @@ def largest_nominal_mb() -> float:
     return max(sizes)
 
 
+GUNW_FAMILIES = tuple(f.key for f in FAMILIES if f.template.get("variable_axis") == "datepair")  # interferograms
 ESAWC_CODES = get_modality("esaworldcover").class_codes
 ESAWC_NAMES = get_modality("esaworldcover").class_names

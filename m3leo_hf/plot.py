@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from builders.declarations import Modality
-from builders.registry import get_modality
+from builders.registry import GUNW_FAMILIES, get_modality
 
 # ESA WorldCover v100 class colours (Product User Manual), in class-code order.
 WORLDCOVER_COLOURS = {10: "#006400", 20: "#ffbb22", 30: "#ffff4c", 40: "#f096ff", 50: "#fa0000", 60: "#b4b4b4",
@@ -31,9 +31,6 @@ GREENS = ("#f7fcf5", "#a1d99b", "#41ab5d", "#006d2c", "#00441b")
 WATER = "#0064c8"
 CYCLIC = ("#ff0000", "#ffff00", "#00ff00", "#00ffff", "#0000ff", "#ff00ff", "#ff0000")
 TILE = 128
-GUNW_FAMILIES = ("gunw", "gunw_monthly", "gunw48")
-
-
 def render(modality: str | Modality, fields: Mapping[str, np.ndarray], band_names: Sequence[str] | None = None,
            nodata: float | None = None) -> np.ndarray:
     """``(H, W, 3)`` uint8 picture of one chip of ``modality`` (a declaration, or a name the package knows)

@@ -3,13 +3,12 @@ with its ``normalize`` stages bound to published statistics."""
 
 from __future__ import annotations
 
-from builders.declarations import Modality
-
 import json
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from builders.declarations import Modality
 from m3leo_hf.stages import Normalize, Pipeline, build_stage, pool_stats
 from m3leo_hf.transforms import placeholder, run
 

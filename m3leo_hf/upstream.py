@@ -10,10 +10,10 @@ README section "Coming from the M3LEO framework".
 
 from __future__ import annotations
 
-from builders.declarations import Modality
-
 from typing import Sequence
 
+from builders.declarations import Modality
+from builders.registry import GUNW_FAMILIES
 from m3leo_hf.modalities import declaration
 
 SEASONS = ("winter", "spring", "summer", "fall")
@@ -188,9 +188,6 @@ def srtmdem() -> list[Spec]:
 
 DEFAULTS = {"s1grd": s1grd, "s2rgbm": s2rgbm, "gssic": gssic, "gunw": gunw, "esaworldcover": esaworldcover,
             "biomass": biomass, "ghsbuilts": ghsbuilts, "modis": modis, "srtmdem": srtmdem}
-
-
-GUNW_FAMILIES = ("gunw", "gunw_monthly", "gunw48")
 
 
 def default_recipe(modality: str | Modality) -> list[Spec]:

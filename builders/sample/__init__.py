@@ -13,11 +13,12 @@ lays them out. Every value derives from ``seed`` through ``numpy.random.default_
 digests of the AOI, chip id and modality (never Python's ``hash``), so the same seed gives byte-identical files.
 """
 
+from builders.registry import GUNW_FAMILIES
 from builders.sample.aoi import AOIS, Aoi
 from builders.sample.grid import chip_id
 from builders.sample.release import RELEASE_SCHEMA, release_placeholder, write_release_parquet
 from builders.sample.tree import (GROWTH_FOLDERS, MODALITY_ORDER, ChipManifest, RegionManifest, SampleManifest,
                                   write_sample)
 
-__all__ = ["AOIS", "GROWTH_FOLDERS", "MODALITY_ORDER", "RELEASE_SCHEMA", "Aoi", "ChipManifest", "RegionManifest",
+__all__ = ["AOIS", "GROWTH_FOLDERS", "GUNW_FAMILIES", "MODALITY_ORDER", "RELEASE_SCHEMA", "Aoi", "ChipManifest", "RegionManifest",
            "SampleManifest", "chip_id", "release_placeholder", "write_release_parquet", "write_sample"]

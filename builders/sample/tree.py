@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from builders.registry import get_modality
+from builders.registry import GUNW_FAMILIES, get_modality
 from builders.sample.aoi import AOIS, Aoi
 from builders.sample.biomass import biomass
 from builders.sample.esaworldcover import esaworldcover
@@ -35,9 +35,6 @@ GROWTH_FOLDERS = {
     "gunw-2020-04-01-2020-06-30": "gunw-2020-04-01_2020-06-30", "gunw-2020-01": "gunw-2020-01",
     "lcci-2020": "lcci-2020", "firecci51": "firecci51",
 }
-
-
-GUNW_FAMILIES = ("gunw", "gunw_monthly", "gunw48")
 
 
 GEE_PRODUCTS = {"s1grd": s1grd, "s2rgbm": s2rgbm, "esaworldcover": esaworldcover, "modis": modis,
