@@ -145,10 +145,10 @@ def test_publish_without_network_is_one_line(licensed: Path):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     result = cli("publish", str(licensed), "--repo-id", REPO, "--endpoint", endpoint, "--token", TEST_TOKEN,
                  "--quiet")  # no progress bars on stderr: what is left is the error alone
-    assert result.returncode == 1, result.output[-3000:]
+    assert result.returncode == 3, result.output[-3000:]  # a network failure, as for every subcommand
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"m3leo-shard publish: error: cannot reach the Hub at {endpoint}: "), lines
+    assert lines[0].startswith(f"m3leo-shard publish: error: network: cannot reach the Hub at {endpoint}: "), lines
     report("publish with the Hub unreachable", result, lines[0])
 
 
