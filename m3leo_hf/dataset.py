@@ -252,8 +252,9 @@ class M3LEOStream(IterableDataset):
             for region in self.regions:
                 problems = stats_problems(region.stats[modality])
                 if problems:
-                    raise ShardError(f"{region.root}: metadata/{modality}.stats.json: refusing to normalise "
-                                     f"{modality}: {'; '.join(problems[:5])}")
+                    name = region.declarations[modality].name if modality in region.declarations else modality
+                    raise ShardError(f"{region.root}: metadata/{name}.stats.json: refusing to normalise "
+                                     f"{name}: {'; '.join(problems[:5])}")  # the file's name, not an alias
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
         return ModalityTransform(self.declarations[modality], stats=stats, bands=(bands or {}).get(modality),
                                  normalize=norm,
