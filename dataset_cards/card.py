@@ -58,10 +58,10 @@ def write_card(region_dir: str | Path, repo_id: str | None = None, license: str 
 def render_card(summary: RegionSummary, repo_id: str, license: str | None = None,
                 quicklooks: dict[str, str] | None = None) -> str:
     front = yaml.safe_dump(front_matter(summary, license), sort_keys=False, allow_unicode=True, width=1000)
-    modalities = [m.name for m in summary.modalities]
+    families = list(dict.fromkeys(m.modality.family for m in summary.modalities))  # licences.yaml names families
     body = _environment().get_template("card.md.j2").render(
         s=summary, repo=repo_id, hf_splits=HF_SPLITS, citation=Markup(CITATION), paper=PAPER,
-        license=license, products=source_products(modalities), quicklooks=quicklooks or {},
+        license=license, products=source_products(families), quicklooks=quicklooks or {},
         supported_datasets=Markup(f"`datasets{SUPPORTED_DATASETS}`"), example=_example_modality(summary),
         column=column)
     body = BLANK_RUNS.sub("\n\n", body).strip()

@@ -290,7 +290,7 @@ class M3LEOStream(IterableDataset):
                 problems = stats_problems(region.stats[modality])
                 if problems:
                     raise ShardError(f"{region.root}: metadata/{declared.name}.stats.json: refusing to normalise "
-                                     f"{modality}: {'; '.join(problems[:5])}")
+                                     f"{declared.name}: {'; '.join(problems[:5])}")
         stats = pool_stats([region.stats[modality] for region in self.regions]) if norm else None
         return ModalityTransform(declared, stats=stats, bands=(self.config.bands or {}).get(modality),
                                  normalize=norm, labels=self.config.labels, spatial_size=option("spatial_size"),

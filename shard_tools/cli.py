@@ -275,12 +275,15 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from shard_tools.publish import PublishError, publish
+    from shard_tools.publish import HubUnreachable, PublishError, publish
 
     try:
         report = publish(args.region_dir, args.repo_id, endpoint=args.endpoint, token=args.token,
                          revision=args.revision, dry_run=args.dry_run, prune=not args.keep_stale,
                          license=args.license, progress=_progress(args), skip_unknown=args.skip_unknown)
+    except HubUnreachable as exc:  # a network failure, as for every subcommand: exit 3
+        print(f"m3leo-shard publish: error: network: {exc}", file=sys.stderr)
+        return 3
     except PublishError as exc:
         print(f"m3leo-shard publish: error: {exc}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ files inside the folders the region publishes (e.g. shards of an earlier, larger
 ``load_dataset``'s globs would still read) are deleted in that last commit unless ``prune=False``; other
 remote-only files are reported and left in place. The dataset licence is never defaulted: the region's card
 must declare one (``m3leo-shard card --license``), and a ``license`` given here must equal it. A Hub that cannot
-be reached or answers with an error is one ``PublishError`` line.
+be reached (``HubUnreachable``) or answers with an error is one ``PublishError`` line.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ _HASH_CHUNK = 8 << 20
 
 class PublishError(RuntimeError):
     """The region cannot be published (verification, Hub limits) or a publish was interrupted."""
+
+
+class HubUnreachable(PublishError):
+    """The Hub could not be reached (a transport failure, not an answer): worth retrying as is."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ def publish(
         raise PublishError(f"the Hub refused a request for {repo_id}: {_first_line(exc)}") from None
     except _network_errors() as exc:
         where = endpoint or os.environ.get("HF_ENDPOINT") or "huggingface.co"
-        raise PublishError(f"cannot reach the Hub at {where}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise HubUnreachable(f"cannot reach the Hub at {where}: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,14 +15,15 @@ from affine import Affine
 from PIL import Image
 
 import m3leo_hf
-from builders import MODALITIES, Modality, register
+from builders import Modality, register
+from builders.registry import families, unregister
 from dataset_cards.about import SUPPORTED_DATASETS, declared_license, source_products
 from dataset_cards.card import write_card
 from dataset_cards.quicklooks import CHIPS, SPLIT_COLOURS
 from m3leo_hf.plot import TILE
 from shard_tools.build import build
 from shard_tools.inventory import scan_region
-from tests.conftest import SHARD_SIZE_MB
+from tests.conftest import CHIPS_PER_SHARD
 
 pytestmark = pytest.mark.datasets  # cards declare datasets features
 
@@ -92,7 +93,7 @@ def test_licences_are_listed_declared_and_never_defaulted(region, built, tmp_pat
     assert front_matter(text)["license"] == "cc-by-4.0" == declared_license(region / "README.md")
     products = source_products(["s1grd", "esaworldcover", "srtmdem"])
     assert [p["id"] for p in products] == ["copernicus-sentinel", "esa-worldcover", "srtm-cgiar"]
-    for product in source_products(list(MODALITIES)):
+    for product in source_products([family.key for family in families()]):
         assert product["sources"] and all(url.startswith(("http://", "https://")) for url in product["sources"])
     assert "Contains modified Copernicus Sentinel data" in text and "doi:10.5281/zenodo.5571936" in text
     assert "Restriction: redistribution needs CIAT" in text
@@ -117,7 +118,7 @@ def test_supported_datasets_range_is_stated_in_pyproject_and_card(region):
 def hostile():
     register(HOSTILE)
     yield HOSTILE
-    MODALITIES.pop(HOSTILE.name)
+    unregister(HOSTILE.name)
 
 
 def test_values_from_files_cannot_break_the_card(hostile, sample_chips, tmp_path):
@@ -135,7 +136,7 @@ def test_values_from_files_cannot_break_the_card(hostile, sample_chips, tmp_path
             tif.write(array)
             for index, name in enumerate(HOSTILE_BANDS, start=1):
                 tif.set_band_description(index, name)
-    build(chips, tmp_path / "out", shard_size_mb=SHARD_SIZE_MB)
+    build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
     region = tmp_path / "out" / "pakin"
     write_card(region, license="cc-by-4.0")
     text = (region / "README.md").read_text()

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from local_hub import TEST_TOKEN, LocalHub
 
+from builders.registry import get_modality
+from dataset_cards.card import write_card
 from limits import Limited, run_limited
 from shard_tools.publish import region_layout
 from shard_tools.verify import verify_region
@@ -27,6 +29,7 @@ LIMIT_MB = 4096
 PEAK_MB = 400
 TIMEOUT_S = 120
 SECRET = b"HF_TOKEN=hf_secret_do_not_publish\n"
+S1 = get_modality("s1grd").name  # the shard folder of the 2020 s1grd product (``s1grd-2020``)
 
 CLI = """
 import sys
@@ -37,10 +40,19 @@ sys.stdout.write(f"\\n__exit__={{code}}")
 
 
 @pytest.fixture
-def region(built: Path, tmp_path: Path) -> Path:
-    """A built region (real builder) with everything a maintainer's folder may collect besides the dataset."""
+def licensed(built: Path, tmp_path: Path) -> Path:
+    """A copy of a built region (the shared ``built`` stays untouched) whose card declares a licence, so publish
+    gets past its licence check to the layout and the Hub."""
     copy = tmp_path / "conus"
     shutil.copytree(built / "conus", copy)
+    write_card(copy, license="cc-by-4.0")
+    return copy
+
+
+@pytest.fixture
+def region(licensed: Path, tmp_path: Path) -> Path:
+    """A built region (real builder) with everything a maintainer's folder may collect besides the dataset."""
+    copy = licensed
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.json").write_bytes(SECRET)
@@ -48,7 +60,8 @@ def region(built: Path, tmp_path: Path) -> Path:
     (copy / ".git").mkdir()
     (copy / ".git" / "config").write_text('[remote "origin"]\n\turl = https://user:hf_secret@huggingface.co/x\n')
     (copy / "metadata" / "extra.json").symlink_to(outside / "secret.json")     # named like the layout
-    (copy / "s1grd" / "train-000099.tar").symlink_to(copy / "s1grd" / "train-000000.tar")  # inside, still a link
+    (copy / S1 / "train-000099.tar").symlink_to(copy / S1 / "train-000000.tar")  # inside, still a link
+    shutil.rmtree(copy / "quicklooks")  # the card's own quicklooks, replaced by a link leaving the region
     (copy / "quicklooks").symlink_to(outside, target_is_directory=True)
     (copy / "notes.txt").write_text("stray")
     os.mkfifo(copy / "metadata" / "pipe.json")
@@ -57,7 +70,7 @@ def region(built: Path, tmp_path: Path) -> Path:
 
 REFUSED = [".env (dotfile)", ".git/ (hidden folder)", "metadata/extra.json (symlink to a path outside the region)",
            "metadata/pipe.json (not a regular file)", "notes.txt (not part of the dataset layout)",
-           "quicklooks (symlink to a path outside the region)", "s1grd/train-000099.tar (symlink)"]
+           "quicklooks (symlink to a path outside the region)", f"{S1}/train-000099.tar (symlink)"]
 
 
 def cli(*args: str) -> Limited:
@@ -82,7 +95,7 @@ def test_layout_sorts_every_entry(region):
     layout = region_layout(region)
     assert sorted(layout.refused) == sorted(REFUSED)
     assert layout.build_state == [".build/"]
-    assert {f.path.split("/")[0] for f in layout.files} <= {"README.md", "croissant.json", "metadata", "s1grd",
+    assert {f.path.split("/")[0] for f in layout.files} <= {"README.md", "croissant.json", "metadata", S1,
                                                              *(p.name for p in region.iterdir() if p.is_dir())}
     assert all(not Path(f.file).is_symlink() and Path(f.file).is_file() for f in layout.files)
 
@@ -107,7 +120,7 @@ def test_publish_skip_unknown_uploads_only_the_dataset(region, local_hub: LocalH
     uploaded = set(local_hub.uploads(REPO))
     assert uploaded == dataset_files(region)
     assert not any(p.startswith((".env", ".git", ".build", "notes", "quicklooks")) or p in (
-        "metadata/extra.json", "metadata/pipe.json", "s1grd/train-000099.tar") for p in uploaded)
+        "metadata/extra.json", "metadata/pipe.json", f"{S1}/train-000099.tar") for p in uploaded)
     assert hashlib.sha256(SECRET).hexdigest() not in set(local_hub.files(REPO).values())
     report("publish --skip-unknown of the same region", result,
            f"exit 0, {len(uploaded)} dataset files uploaded, the {len(REFUSED)} others named and left out")
@@ -128,19 +141,20 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_publish_without_network_is_one_line(built: Path):
+def test_publish_without_network_is_one_line(licensed: Path):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
-    result = cli("publish", str(built / "conus"), "--repo-id", REPO, "--endpoint", endpoint, "--token", TEST_TOKEN)
-    assert result.returncode == 1, result.output[-3000:]
+    result = cli("publish", str(licensed), "--repo-id", REPO, "--endpoint", endpoint, "--token", TEST_TOKEN,
+                 "--quiet")  # no progress bars on stderr: what is left is the error alone
+    assert result.returncode == 3, result.output[-3000:]  # a network failure, as for every subcommand
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert lines[0].startswith(f"m3leo-shard publish: error: cannot reach the Hub at {endpoint}: "), lines
+    assert lines[0].startswith(f"m3leo-shard publish: error: network: cannot reach the Hub at {endpoint}: "), lines
     report("publish with the Hub unreachable", result, lines[0])
 
 
-def test_publish_refused_by_the_hub_is_one_line(built: Path, local_hub: LocalHub):
-    result = cli("publish", str(built / "conus"), "--repo-id", REPO, "--endpoint", local_hub.url,
-                 "--token", "hf_wrong_token")
+def test_publish_refused_by_the_hub_is_one_line(licensed: Path, local_hub: LocalHub):
+    result = cli("publish", str(licensed), "--repo-id", REPO, "--endpoint", local_hub.url,
+                 "--token", "hf_wrong_token", "--quiet")  # no progress bars on stderr: the error alone
     assert result.returncode == 1, result.output[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr

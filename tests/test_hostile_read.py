@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from builders.registry import get_modality
 from builders.sample import write_sample
 from limits import Limited, run_limited
 from shard_tools.build import build
@@ -31,11 +32,12 @@ from shard_tools.metadata import CHIP_ROW_SCHEMA
 from shard_tools.tarwriter import DeterministicTarWriter, npy_bytes
 
 REGION = "conus"
-MODALITIES = ["s1grd", "esaworldcover"]
+MODALITIES = ["s1grd", "esaworldcover"]  # aliases of the 2020 products, as a user names them
+S1, WC = (get_modality(name).name for name in MODALITIES)  # their config / shard-folder / metadata names
 LIMIT_MB = 4096   # address space of each child, as in the issue (torch alone reserves ~2.3 GB of it)
 PEAK_MB = 700     # a clean stream of this region peaks at ~390 MB (torch and friends imported)
 TIMEOUT_S = 120
-SHARD_MB = 0.12  # about three 32-px chips per shard
+CHIPS_PER_SHARD = 3  # several shards per split
 
 STREAM = """
 import gc, json, m3leo_hf
@@ -67,7 +69,7 @@ def chips(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clean(chips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hostile_shards")
-    build(chips, out, modalities=MODALITIES, shard_size_mb=SHARD_MB)
+    build(chips, out, modalities=MODALITIES, chips_per_shard=CHIPS_PER_SHARD)
     return out / REGION
 
 
@@ -189,45 +191,45 @@ def test_clean_region_streams_within_the_bound(region):
 # ------------------------------------------------------------------------------------- 1. bounded reading
 
 def test_nsamples_of_a_billion_in_shards_json(region):
-    edit_json(region / "metadata" / "s1grd.shards.json",
+    edit_json(region / "metadata" / f"{S1}.shards.json",
               lambda index: index["shardlist"][0].update(nsamples=10**9))
     refused(streamed(region), "shards.json nsamples = 1e9",
-            r"metadata/s1grd\.shards\.json: s1grd/\w+-\d{6}\.tar: nsamples 1000000000 does not fit")
+            rf"metadata/{S1}\.shards\.json: {S1}/\w+-\d{{6}}\.tar: nsamples 1000000000 does not fit")
 
 
 def test_shards_json_nested_100000_deep(region):
-    (region / "metadata" / "s1grd.shards.json").write_text("[" * 100_000 + "]" * 100_000)
-    refused(streamed(region), "shards.json nested 100,000 deep", r"s1grd\.shards\.json: JSON nested too deeply")
+    (region / "metadata" / f"{S1}.shards.json").write_text("[" * 100_000 + "]" * 100_000)
+    refused(streamed(region), "shards.json nested 100,000 deep", rf"{S1}\.shards\.json: JSON nested too deeply")
 
 
 def test_sample_json_nested_100000_deep(region):
-    url = shard_with_samples(region, "s1grd")
-    index = available_index(region, "s1grd", url)
-    key = rewrite_sample(region, "s1grd", url, index,
+    url = shard_with_samples(region, S1)
+    index = available_index(region, S1, url)
+    key = rewrite_sample(region, S1, url, index,
                          lambda m: {**m, "json": b"[" * 100_000 + b"]" * 100_000})
     refused(streamed(region), "sample json nested 100,000 deep",
             rf"{re.escape(url)}: member {key}\.json: JSON nested too deeply")
 
 
 def test_npy_claiming_3000_bands_for_s1grd(region):
-    """The 6 KB (3000, 1, 1) uint16 array of the issue, with its json and the index rewritten to match:
+    """The 6 KB (3000, 1, 1) int16 array of the issue (s1grd is stored as int16), with its json and the index rewritten to match:
     refused against the declaration (16 bands) before the 448-px crop/pad could allocate 2.4 GB."""
-    url = shard_with_samples(region, "s1grd")
-    index = available_index(region, "s1grd", url)
+    url = shard_with_samples(region, S1)
+    index = available_index(region, S1, url)
 
     def edit(members):
-        members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.uint16))
+        members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.int16))
         return with_json(members, lambda info: info["fields"]["s1grd"].update(shape=[3000, 1, 1]))
 
-    key = rewrite_sample(region, "s1grd", url, index, edit)
+    key = rewrite_sample(region, S1, url, index, edit)
     refused(streamed(region, spatial_size=448, verify_checksums=True), ".npy header (3000, 1, 1) for s1grd",
             rf"{re.escape(url)}: member {key}\.s1grd\.npy: shape \[3000, 1, 1\] exceeds the plausible \[16, ")
 
 
 def test_npy_shape_product_overflow(region):
     """A header claiming (2**40,)*3 in place (same header length): no OverflowError, a ShardError."""
-    url = shard_with_samples(region, "s1grd")
-    row = member_row(region, "s1grd", url, available_index(region, "s1grd", url))
+    url = shard_with_samples(region, S1)
+    row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
     path = region / url
     data = bytearray(path.read_bytes())
@@ -244,8 +246,8 @@ def test_npy_shape_product_overflow(region):
 
 def test_tar_header_claiming_a_3_5_gb_member(region):
     """The member buffer is sized from the index: the header's 3.5 GB is a named mismatch, not an allocation."""
-    url = shard_with_samples(region, "s1grd")
-    row = member_row(region, "s1grd", url, available_index(region, "s1grd", url))
+    url = shard_with_samples(region, S1)
+    row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
     path = region / url
     data = bytearray(path.read_bytes())
@@ -265,21 +267,21 @@ def test_parquet_of_4m_rows(region):
     member = {"name": "json", "offset": 512, "size": 600, "sha256": "0" * 64}
     columns = {field.name: pa.nulls(n, field.type) for field in CHIP_ROW_SCHEMA}
     columns.update(chip_id=pa.repeat(pa.scalar("0123456789abc"), n), split=pa.repeat(pa.scalar("train"), n),
-                   shard=pa.repeat(pa.scalar("s1grd/train-000000.tar"), n), offset=pa.repeat(pa.scalar(0), n),
+                   shard=pa.repeat(pa.scalar(f"{S1}/train-000000.tar"), n), offset=pa.repeat(pa.scalar(0), n),
                    sample_index=pa.array(np.arange(n, dtype=np.int32)), available=pa.repeat(pa.scalar(True), n),
                    members=pa.repeat(pa.scalar([member], CHIP_ROW_SCHEMA.field("members").type), n))
-    path = region / "metadata" / "s1grd.parquet"
+    path = region / "metadata" / f"{S1}.parquet"
     pq.write_table(pa.table(columns, schema=CHIP_ROW_SCHEMA), path, compression="zstd")
     size_kb = path.stat().st_size / 1024
     refused(streamed(region), f"metadata Parquet of {size_kb:.0f} KB holding 4M rows",
-            r"metadata/s1grd\.parquet: 4000000 rows, the shard index lists \d+ samples")
+            rf"metadata/{S1}\.parquet: 4000000 rows, the shard index lists \d+ samples")
 
 
 def test_int64_label_codes_for_esaworldcover(region):
     """Label codes of 4e9 and -1 in an int64 array, json and index rewritten: refused against the declared
     uint8 before any label lookup."""
-    url = shard_with_samples(region, "esaworldcover")
-    index = available_index(region, "esaworldcover", url)
+    url = shard_with_samples(region, WC)
+    index = available_index(region, WC, url)
 
     def edit(members):
         codes = np.full((1, 33, 33), 10, dtype=np.int64)
@@ -287,54 +289,54 @@ def test_int64_label_codes_for_esaworldcover(region):
         members["esaworldcover.npy"] = npy_bytes(codes)
         return with_json(members, lambda info: info["fields"]["esaworldcover"].update(dtype="int64", shape=[1, 33, 33]))
 
-    key = rewrite_sample(region, "esaworldcover", url, index, edit)
+    key = rewrite_sample(region, WC, url, index, edit)
     refused(streamed(region), "int64 label code 4e9 in esaworldcover",
             rf"member {key}\.esaworldcover\.npy: dtype int64, the modality stores uint8")
 
 
 def test_unusable_field_description_is_not_a_type_error(region):
-    url = shard_with_samples(region, "s1grd")
-    index = available_index(region, "s1grd", url)
-    key = rewrite_sample(region, "s1grd", url, index, lambda m: with_json(
+    url = shard_with_samples(region, S1)
+    index = available_index(region, S1, url)
+    key = rewrite_sample(region, S1, url, index, lambda m: with_json(
         m, lambda info: info["fields"]["s1grd"].update(nodata=[1, 2])))
     refused(streamed(region, normalize=True), "field nodata [1, 2] in a sample json",
             rf"member {key}\.json: field s1grd: nodata \[1, 2\] is not a number")
 
 
 def test_view_as_of_another_item_size(region):
-    url = shard_with_samples(region, "s1grd")
-    index = available_index(region, "s1grd", url)
-    key = rewrite_sample(region, "s1grd", url, index, lambda m: with_json(
+    url = shard_with_samples(region, S1)
+    index = available_index(region, S1, url)
+    key = rewrite_sample(region, S1, url, index, lambda m: with_json(
         m, lambda info: info["fields"]["s1grd"].update(view_as="int32")))
-    refused(streamed(region), "view_as int32 on a uint16 field",
+    refused(streamed(region), "view_as int32 on an int16 field",
             rf"sample {key}: field s1grd has view_as 'int32', not a 2-byte dtype")
 
 
 # ------------------------------------------------------------------------------------------ 2. containment
 
-@pytest.mark.parametrize("url", ["/tmp/outside/s1grd/train-000000.tar", "../outside/s1grd/train-000000.tar",
-                                 "s1grd/../../outside/train-000000.tar"])
+@pytest.mark.parametrize("url", [f"/tmp/outside/{S1}/train-000000.tar", f"../outside/{S1}/train-000000.tar",
+                                 f"{S1}/../../outside/train-000000.tar"])
 def test_shard_url_outside_the_region(region, url):
-    outside = region.parent / "outside" / "s1grd"
+    outside = region.parent / "outside" / S1
     outside.mkdir(parents=True)
-    shutil.copy(region / "s1grd" / "train-000000.tar", outside / "train-000000.tar")
-    edit_json(region / "metadata" / "s1grd.shards.json", lambda index: index["shardlist"][0].update(url=url))
+    shutil.copy(region / S1 / "train-000000.tar", outside / "train-000000.tar")
+    edit_json(region / "metadata" / f"{S1}.shards.json", lambda index: index["shardlist"][0].update(url=url))
     refused(streamed(region), f"shard url {url}",
-            rf"s1grd\.shards\.json: shard url '{re.escape(url)}' is not <modality>/<split>-NNNNNN\.tar inside the region")
+            rf"{S1}\.shards\.json: shard url '{re.escape(url)}' is not <modality>/<split>-NNNNNN\.tar inside the region")
 
 
 def test_chip_id_that_is_not_13_hex(region):
-    table_rows = rows(region, "s1grd")
+    table_rows = rows(region, S1)
     table_rows[0]["chip_id"] = "../../etc/pwd"
-    write_rows(region, "s1grd", table_rows)
+    write_rows(region, S1, table_rows)
     refused(streamed(region), "chip id '../../etc/pwd' in the Parquet",
-            r"metadata/s1grd\.parquet: chip id '\.\./\.\./etc/pwd' is not 13 lower-case hex characters")
+            rf"metadata/{S1}\.parquet: chip id '\.\./\.\./etc/pwd' is not 13 lower-case hex characters")
 
 
 def test_tar_key_that_is_not_the_indexed_chip(region):
     """A tar whose member names another chip (header checksum fixed): an AlignmentError naming both."""
-    url = shard_with_samples(region, "s1grd")
-    row = member_row(region, "s1grd", url, available_index(region, "s1grd", url))
+    url = shard_with_samples(region, S1)
+    row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
     path = region / url
     data = bytearray(path.read_bytes())
@@ -376,11 +378,11 @@ def test_statistics_that_cannot_normalise(region, std, why):
     def edit(stats):
         stats["splits"]["train"]["s1grd"]["std"][2] = std
 
-    path = region / "metadata" / "s1grd.stats.json"
+    path = region / "metadata" / f"{S1}.stats.json"
     edit_json(path, edit)  # json.dumps writes NaN / Infinity literals, which json.loads reads back
     band = json.loads(path.read_text())["splits"]["train"]["s1grd"]["band_names"][2]
     refused(streamed(region, normalize=True), f"stats.json std {std}",
-            rf"metadata/s1grd\.stats\.json: refusing to normalise s1grd: field s1grd band {band}: {why}")
+            rf"metadata/{S1}\.stats\.json: refusing to normalise {S1}: field s1grd band {band}: {why}")
     unnormalised = streamed(region)
     assert unnormalised.stdout.startswith("OK"), unnormalised.output[-3000:]
 
@@ -390,8 +392,8 @@ def test_statistics_that_cannot_normalise(region, std, why):
 def test_verify_checksums_never_yields_a_changed_sample(region):
     """A changed value byte in a later sample of a shard: the samples before it (verified) may come, the
     changed one never does; the error names the member and its sha256."""
-    url = shard_with_samples(region, "s1grd")
-    row = member_row(region, "s1grd", url, available_index(region, "s1grd", url))
+    url = shard_with_samples(region, S1)
+    row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
     path = region / url
     data = bytearray(path.read_bytes())
@@ -407,13 +409,13 @@ def test_verify_checksums_never_yields_a_changed_sample(region):
 
 def test_verify_checksums_without_member_hashes_hashes_the_shard_first(region):
     """A region built before per-member hashes: the whole shard is verified before any of it is yielded."""
-    url = shard_with_samples(region, "s1grd")
-    table_rows = rows(region, "s1grd")
+    url = shard_with_samples(region, S1)
+    table_rows = rows(region, S1)
     for table_row in table_rows:
         table_row["members"] = [{**m, "sha256": None} for m in table_row["members"]]
-    write_rows(region, "s1grd", table_rows)
+    write_rows(region, S1, table_rows)
     chips_of_shard = {r["chip_id"] for r in table_rows if r["shard"] == url}
-    row = member_row(region, "s1grd", url, available_index(region, "s1grd", url))
+    row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
     path = region / url
     data = bytearray(path.read_bytes())
@@ -426,7 +428,7 @@ def test_verify_checksums_without_member_hashes_hashes_the_shard_first(region):
 
 
 def test_shard_of_another_size_is_refused_when_opened(region):
-    url = shard_with_samples(region, "s1grd")
+    url = shard_with_samples(region, S1)
     path = region / url
     path.write_bytes(path.read_bytes() + b"\0" * 1024)
     refused(streamed(region), "shard 1 KB longer than indexed, no checksums",
@@ -442,7 +444,7 @@ from shard_tools.build import build
 OUT = Path({str(out)!r})
 tifs = sorted(Path({str(chips)!r}).glob("{REGION}/*/s1grd-2020/*.tif"))
 {change}
-build({str(chips)!r}, {str(out)!r}, modalities={MODALITIES!r}, shard_size_mb={SHARD_MB})
+build({str(chips)!r}, {str(out)!r}, modalities={MODALITIES!r}, chips_per_shard={CHIPS_PER_SHARD})
 """
 
 
@@ -459,10 +461,10 @@ def test_region_rebuilt_under_a_running_reader(chips, region, tmp_path, case, ch
     the changed chip is yielded."""
     tree = tmp_path / "chips"
     shutil.copytree(chips, tree)
-    chip = next(r["chip_id"] for r in sorted(rows(region, "s1grd"), key=lambda r: (r["shard"], r["sample_index"]))
+    chip = next(r["chip_id"] for r in sorted(rows(region, S1), key=lambda r: (r["shard"], r["sample_index"]))
                 if r["split"] == "train" and r["available"])
     result = streamed(region, after=f"CHIP = {chip!r}" + _rebuild(tree, region.parent, change))
-    message = refused(result, f"region rebuilt under the reader ({case})", r"(s1grd|esaworldcover)/train-\d{6}\.tar: ")
+    message = refused(result, f"region rebuilt under the reader ({case})", rf"({S1}|{WC})/train-\d{{6}}\.tar: ")
     assert any(why in message for why in ("corrupt or changed shard", "rebuilt since the index was read",
                                           "No such file")), message
     assert chip not in yielded(result)
@@ -470,7 +472,7 @@ def test_region_rebuilt_under_a_running_reader(chips, region, tmp_path, case, ch
 
 def test_member_hashes_are_recorded_by_the_build(clean):
     """Every member row carries the sha256 of its payload (what the checks above compare against)."""
-    table_rows = rows(clean, "s1grd")
+    table_rows = rows(clean, S1)
     data = {url: (clean / url).read_bytes() for url in {r["shard"] for r in table_rows}}
     for row in table_rows:
         for member in row["members"]:
@@ -492,11 +494,11 @@ import gc; gc.collect()  # EXIT_GC
 
 
 def test_load_refuses_statistics_that_cannot_normalise(region):
-    edit_json(region / "metadata" / "s1grd.stats.json",
+    edit_json(region / "metadata" / f"{S1}.stats.json",
               lambda stats: stats["splits"]["train"]["s1grd"]["std"].__setitem__(0, float("nan")))
     result = run_limited(LOAD.format(root=str(region), normalize=True), limit_mb=LIMIT_MB, timeout_s=TIMEOUT_S)
     refused(result, "load(normalize=True) with a NaN std",
-            r"s1grd\.stats\.json: refusing to normalise s1grd: field s1grd band winter_vvasc: std nan is not a finite")
+            rf"{S1}\.stats\.json: refusing to normalise {S1}: field s1grd band winter_vvasc: std nan is not a finite")
 
 
 def test_load_refuses_an_array_beyond_the_declaration(region):
@@ -504,14 +506,14 @@ def test_load_refuses_an_array_beyond_the_declaration(region):
     ``load``'s decoder before the 448-px crop/pad."""
     from dataset_cards.card import write_card
 
-    url = shard_with_samples(region, "s1grd")
-    index = available_index(region, "s1grd", url)
+    url = shard_with_samples(region, S1)
+    index = available_index(region, S1, url)
 
     def edit(members):
-        members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.uint16))
+        members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.int16))
         return with_json(members, lambda info: info["fields"]["s1grd"].update(shape=[3000, 1, 1]))
 
-    key = rewrite_sample(region, "s1grd", url, index, edit)
+    key = rewrite_sample(region, S1, url, index, edit)
     write_card(region)
     result = run_limited(LOAD.format(root=str(region), normalize=False), limit_mb=LIMIT_MB, timeout_s=TIMEOUT_S)
     refused(result, "load() of a (3000, 1, 1) s1grd chip",
