@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from builders.chip import CHIP_ID
 from m3leo_hf.index import config_names
+from m3leo_hf.limits import MAX_PARQUET_BYTES
 from m3leo_hf.ranged import read_runs
 from m3leo_hf.reader import decode, join, read_bytes
 from m3leo_hf.selection import chips as chips_table
@@ -56,9 +57,10 @@ def get_chip(root: str, chip_id: str, modalities: Sequence[str] | None = None, *
 def _location(root: str, modality: str, chip_id: str, retries: int, storage_options: Mapping | None) -> dict:
     """The chip's row (shard, sample index, byte offset and size) in ``metadata/<modality>.parquet``, or in
     that of the config ``modality`` is an alias of (``metadata/modalities.json``)."""
-    def fetch(name: str) -> bytes:
+    def fetch(name: str, limit: int = MAX_PARQUET_BYTES) -> bytes:
         try:
-            return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options)
+            return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options,
+                              limit=limit)
         except OSError as exc:
             raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
 

@@ -21,7 +21,7 @@ from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.modalities import declaration
 from m3leo_hf.limits import FieldLimit, field_limits, stats_problems
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
-from m3leo_hf.ranged import read_runs
+from m3leo_hf.ranged import read_range, read_runs
 from m3leo_hf.readahead import read_ahead
 from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, is_url, join, load_json, read_bytes,
                              read_samples)
@@ -245,8 +245,9 @@ class M3LEOStream(IterableDataset):
             except (TypeError, OverflowError, MemoryError, RecursionError) as exc:  # never a bare one from data
                 raise ShardError(f"{url}: sample {index} ({shard.keys[index]}): {modality}: "
                                  f"{type(exc).__name__}: {exc}") from None
-            field = self.declarations[modality].field
-            out[modality] = value[field] if list(value) == [field] else value
+            single = next(iter(value)) if len(value) == 1 else None  # one array: the field, or a recipe's stack
+            out[modality] = value[single] if single in (self.declarations[modality].field,
+                                                        self.declarations[modality].name, modality) else value
             out[f"{modality}_available"] = available
             meta[modality] = info
         if self.config.lonlat:
@@ -316,7 +317,7 @@ class M3LEOStream(IterableDataset):
             if location is not None:
                 url, offset, size = location
                 where = f"{url}: json member at byte {offset}"
-                info = load_json(read_bytes(url, offset=offset, size=size, retries=self.retries,
+                info = load_json(read_range(url, offset, size, retries=self.retries,  # a bounded Range request
                                             storage_options=self.storage_options), where)
                 fields = info.get("fields") if isinstance(info, dict) else None
                 problem = "no fields" if not isinstance(fields, dict) or not fields else next(

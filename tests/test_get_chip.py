@@ -109,7 +109,7 @@ def test_load_selection_from_a_hub_repo_id(built, local_hub: LocalHub, tmp_path)
     """``load("<org>/<name>", chips=...)`` reads the selected samples through hf:// (HF_ENDPOINT) and the card."""
     region = tmp_path / "conus"
     shutil.copytree(built / "conus", region, ignore=shutil.ignore_patterns(".build"))
-    write_card(region, repo_id="m3leo/conus")
+    write_card(region, repo_id="m3leo/conus", license="cc-by-4.0")
     publish(region, "m3leo/conus", endpoint=local_hub.url, token=TEST_TOKEN)
     rows = [r for r in pq.read_table(region / "metadata" / "s1grd-2020.parquet").to_pylist()
             if r["split"] == "train" and r["available"]]

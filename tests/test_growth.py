@@ -66,7 +66,8 @@ def test_a_new_year_adds_only_its_own_tars_metadata_and_card(conus, tmp_path, lo
     assert {p for p in grown if not p.endswith(".tar")} == {
         "README.md", "croissant.json", "metadata/chips.parquet", "metadata/modalities.json",
         "quicklooks/s1grd-2019.png",
-        *(f"metadata/s1grd-2019.{kind}" for kind in ("parquet", "shards.json", "stats.json", "modality.json")),
+        *(f"metadata/s1grd-2019.{kind}" for kind in ("parquet", "shards.json", "stats.json", "stats-upstream.json",
+                                                     "modality.json")),
         *(f"metadata/s1grd-2019.{split}.wids.json" for split in ("train", "val", "test"))}
 
     publish(region, REPO, endpoint=local_hub.url, token=TEST_TOKEN)

@@ -206,8 +206,16 @@ def test_selection_reads_only_the_selected_byte_ranges(built):
                     previous = row
                 else:
                     previous = None
+    for modality in modalities:  # plus the template its limits come from: the first region's first chip having it
+        region = REGIONS[0]
+        template = next(r for r in pq.read_table(built / region / "metadata" / f"{modality}.parquet").to_pylist()
+                        if r["available"])
+        json_member = next(m for m in template["members"] if m["name"] == "json")
+        key = f"{region}/{template['shard']}"
+        expected[key] = expected.get(key, 0) + json_member["size"]
     assert got == selected_ids(built, lambda f: f[TREE] > threshold)
-    assert sent == expected, "exactly the selected samples' bytes (and tar padding between neighbours), nothing else"
+    assert sent == expected, ("exactly the selected samples' bytes (and tar padding between neighbours) and each "
+                              "modality's template json member, nothing else")
     every = sum(p.stat().st_size for r in REGIONS for m in modalities for p in (built / r / m).glob("*.tar"))
     assert sum(sent.values()) < every / 2
 
