@@ -227,11 +227,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        match = re.match(r"bytes=(\d+)-$", self.headers.get("Range", ""))
+        match = re.match(r"bytes=(\d+)-(\d*)$", self.headers.get("Range", ""))
         path = Path(self.translate_path(self.path))
         if not (self.ranges and match and path.is_file()):
             return super().do_GET()
-        data = path.read_bytes()[int(match.group(1)):]
+        end = int(match.group(2)) + 1 if match.group(2) else None  # open-ended, or bounded as HTTP allows
+        data = path.read_bytes()[int(match.group(1)):end]
         self.ranged.append(self.path)
         self.send_response(206)
         self.send_header("Content-Length", str(len(data)))
