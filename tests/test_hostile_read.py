@@ -244,18 +244,23 @@ def test_npy_shape_product_overflow(region):
             rf"{re.escape(url)}: member {row['chip_id']}\.s1grd\.npy is not a valid \.npy array: header claims")
 
 
+def rewrite_tar_header(path: Path, member: dict, **changes) -> None:
+    """Rewrite the tar header in front of ``member`` with ``changes`` (name, size; checksum recomputed)."""
+    data = bytearray(path.read_bytes())
+    start = member["offset"] - tarfile.BLOCKSIZE
+    info = tarfile.TarInfo.frombuf(bytes(data[start:start + tarfile.BLOCKSIZE]), tarfile.ENCODING, "surrogateescape")
+    for key, value in changes.items():
+        setattr(info, key, value)
+    data[start:start + tarfile.BLOCKSIZE] = info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
+    path.write_bytes(bytes(data))
+
+
 def test_tar_header_claiming_a_3_5_gb_member(region):
     """The member buffer is sized from the index: the header's 3.5 GB is a named mismatch, not an allocation."""
     url = shard_with_samples(region, S1)
     row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
-    path = region / url
-    data = bytearray(path.read_bytes())
-    start = member["offset"] - tarfile.BLOCKSIZE
-    info = tarfile.TarInfo.frombuf(bytes(data[start:start + tarfile.BLOCKSIZE]), tarfile.ENCODING, "surrogateescape")
-    info.size = 3_500_000_000
-    data[start:start + tarfile.BLOCKSIZE] = info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
-    path.write_bytes(bytes(data))
+    rewrite_tar_header(region / url, member, size=3_500_000_000)
     refused(streamed(region), "tar header claims a 3.5 GB member",
             rf"{re.escape(url)}: sample \d+ \({row['chip_id']}\): tar header of {row['chip_id']}\.s1grd\.npy says "
             rf"3500000000 bytes, the index says {member['size']}")
@@ -338,13 +343,7 @@ def test_tar_key_that_is_not_the_indexed_chip(region):
     url = shard_with_samples(region, S1)
     row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
-    path = region / url
-    data = bytearray(path.read_bytes())
-    start = member["offset"] - tarfile.BLOCKSIZE
-    info = tarfile.TarInfo.frombuf(bytes(data[start:start + tarfile.BLOCKSIZE]), tarfile.ENCODING, "surrogateescape")
-    info.name = "ZZZZZZZZZZZZZ.s1grd.npy"
-    data[start:start + tarfile.BLOCKSIZE] = info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape")
-    path.write_bytes(bytes(data))
+    rewrite_tar_header(region / url, member, name="ZZZZZZZZZZZZZ.s1grd.npy")
     refused(streamed(region), "tar member key 'ZZZZZZZZZZZZZ'",
             rf"{re.escape(url)}: sample \d+ is 'ZZZZZZZZZZZZZ', the index says '{row['chip_id']}'")
 
