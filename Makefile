@@ -45,11 +45,12 @@ test-datasets-oldest: $(OLDEST_STAMP)
 	$(OLDEST)/bin/python -c 'import datasets; assert datasets.__version__ == "$(DATASETS_OLDEST)", datasets.__file__'
 	$(OLDEST)/bin/python -m pytest -q -m datasets tests
 
-$(BENCH_STAMP): pyproject.toml constraints.txt
+$(BENCH_STAMP): pyproject.toml constraints.txt benchmarks/requirements.txt
 	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_PY) -m pip install -q --upgrade pip
 	$(BENCH_PY) -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(BENCH_PY) -m pip install -q -c constraints.txt -e ".[bench]"
+	$(BENCH_PY) -m pip install -q -c constraints.txt -r benchmarks/requirements.txt
+	$(BENCH_PY) -m pip install -q --no-deps -e .
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -168,9 +168,11 @@ class _PerFile(Dataset):
         raw = {}
         for name, path in chip["files"].items():
             fields = chip["fields"][name]
-            if get_modality(name).container == "geotiff":
-                with rasterio.open(path) as dataset:
-                    raw[name] = ({name: dataset.read()}, fields)
+            declared = get_modality(name)
+            if declared.container == "geotiff":
+                with rasterio.open(path) as dataset:  # the files' wrapped uint16 read as the int16 they hold
+                    data = dataset.read()
+                raw[name] = ({declared.field: data.view(declared.store_as) if declared.store_as else data}, fields)
             else:
                 raw[name] = (read_chip(get_modality(name), Path(path).read_bytes(), chip["chip_id"]).arrays, fields)
         return self.transform(chip["chip_id"], raw)
