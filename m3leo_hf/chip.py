@@ -4,7 +4,6 @@ locates them (``metadata/<modality>.parquet``; ``metadata/chips.parquet`` too wh
 
 from __future__ import annotations
 
-import io
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -74,7 +73,7 @@ def _location(root: str, modality: str, chip_id: str, retries: int, storage_opti
         data = fetch(f"{name}.parquet")
     path = join(root, f"metadata/{name}.parquet")
     try:
-        table = pq.read_table(io.BytesIO(data), columns=LOCATION)
+        table = pq.read_table(pa.BufferReader(data), columns=LOCATION)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: unreadable per-chip metadata: {exc}") from None
     rows = table.filter(pc.equal(table["chip_id"], chip_id)).to_pylist()

@@ -5,7 +5,6 @@ availability, nodata fractions and summaries) and the ``chips=`` / ``where=`` / 
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -31,7 +30,7 @@ def chips(root: str, split: str | None = None, *, retries: int = 3, storage_opti
     except OSError as exc:
         raise FileNotFoundError(f"{root}: cannot read metadata/chips.parquet: {exc}") from exc
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.read_table(pa.BufferReader(data))
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{root}: metadata/chips.parquet is not a readable Parquet file: {exc}") from exc
     if split is None:

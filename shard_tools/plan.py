@@ -8,7 +8,6 @@ unavailable sample), so every tar written before stays byte-identical. ``replan`
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +126,7 @@ def read_plan(path: Path) -> RegionPlan | None:
     if size > MAX_PLAN_BYTES:
         raise ValueError(f"{path}: {size} bytes, more than a shard plan can hold")
     try:
-        table = pq.read_table(io.BytesIO(path.read_bytes()))
+        table = pq.read_table(pa.BufferReader(path.read_bytes()))
         meta = table.schema.metadata or {}
         version, cps = meta.get(b"m3leo_plan_version"), int(meta.get(b"chips_per_shard", b"0"))
         table = table.select(PLAN_SCHEMA.names).cast(PLAN_SCHEMA)
