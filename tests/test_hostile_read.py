@@ -388,16 +388,22 @@ def test_statistics_that_cannot_normalise(region, std, why):
 
 # ------------------------------------------------------------------------------------ 3. integrity
 
-def test_verify_checksums_never_yields_a_changed_sample(region):
-    """A changed value byte in a later sample of a shard: the samples before it (verified) may come, the
-    changed one never does; the error names the member and its sha256."""
-    url = shard_with_samples(region, S1)
+def flip_value_byte(region: Path, url: str) -> dict:
+    """Flip one value byte of the s1grd member of an available chip of shard ``url``; returns the chip's row."""
     row = member_row(region, S1, url, available_index(region, S1, url))
     member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
     path = region / url
     data = bytearray(path.read_bytes())
     data[member["offset"] + member["size"] - 7] ^= 0xFF
     path.write_bytes(bytes(data))
+    return row
+
+
+def test_verify_checksums_never_yields_a_changed_sample(region):
+    """A changed value byte in a later sample of a shard: the samples before it (verified) may come, the
+    changed one never does; the error names the member and its sha256."""
+    url = shard_with_samples(region, S1)
+    row = flip_value_byte(region, url)
     result = streamed(region, verify_checksums=True)
     refused(result, "changed value byte, verify_checksums=True",
             rf"{re.escape(url)}: sha256 [0-9a-f]{{64}} of member {row['chip_id']}\.s1grd\.npy .* does not match the index")
@@ -414,12 +420,7 @@ def test_verify_checksums_without_member_hashes_hashes_the_shard_first(region):
         table_row["members"] = [{**m, "sha256": None} for m in table_row["members"]]
     write_rows(region, S1, table_rows)
     chips_of_shard = {r["chip_id"] for r in table_rows if r["shard"] == url}
-    row = member_row(region, S1, url, available_index(region, S1, url))
-    member = next(m for m in row["members"] if m["name"] == "s1grd.npy")
-    path = region / url
-    data = bytearray(path.read_bytes())
-    data[member["offset"] + member["size"] - 7] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_value_byte(region, url)
     result = streamed(region, verify_checksums=True)
     refused(result, "changed byte, no member hashes, verify_checksums=True",
             rf"{re.escape(url)}: sha256 [0-9a-f]{{64}} does not match the index")
