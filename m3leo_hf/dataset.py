@@ -29,6 +29,13 @@ from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_f
 from m3leo_hf.selection import Selection, selected
 from m3leo_hf.transforms import ModalityTransform, pool_stats
 
+if dist.is_available():
+    # torch.distributed.nn.functional binds group.WORLD into default arguments when first imported (DDP imports it).
+    # Imported after init_process_group, it keeps the gloo group alive past destroy_process_group, and a gloo thread
+    # still releasing a collective's tensor at interpreter exit aborts the process (SIGABRT, "terminate called without
+    # an active exception"). Imported here, before any group exists, it binds None.
+    import torch.distributed.nn  # noqa: F401
+
 READ_AHEAD = 4  # joined raw samples a worker (or the main process) reads ahead of remote roots
 
 
