@@ -65,12 +65,14 @@ def jsonable(value: Any) -> Any:
 
 def nodata_mask(array: np.ndarray, nodata: Any) -> np.ndarray:
     """Boolean mask of missing values: NaN for floats, plus equality with ``nodata`` when given."""
-    mask = np.isnan(array) if array.dtype.kind == "f" else np.zeros(array.shape, dtype=bool)
-    if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
-        if isinstance(nodata, str):
-            nodata = float(nodata)
-        mask |= array == np.asarray(nodata).astype(array.dtype)
-    return mask
+    marks = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
+    if marks and isinstance(nodata, str):
+        nodata = float(nodata)
+    equal = (array == np.asarray(nodata).astype(array.dtype)) if marks else None
+    if array.dtype.kind != "f":
+        return equal if equal is not None else np.zeros(array.shape, dtype=bool)
+    mask = np.isnan(array)
+    return mask if equal is None else np.logical_or(mask, equal, out=mask)
 
 
 def crs_mismatch(epsg: int | None, has_crs: bool) -> dict | None:

@@ -48,8 +48,12 @@ def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> torch.T
         detail = ", ".join(f"{c}: {tuple(v.shape)}" for c, v in zip(chips, values))
         raise ValueError(f"cannot batch {name!r}: shapes differ ({detail}); pass spatial_size= to centre "
                          f"crop/pad every chip to a fixed size")
-    batch = empty((len(values), *values[0].shape), np.result_type(*values))
-    np.stack(values, out=batch.numpy())
+    dtype = np.result_type(*values)
+    batch = empty((len(values), *values[0].shape), dtype)
+    if all(v.dtype == dtype and v.flags.writeable for v in values):  # torch copies with its intra-op threads
+        torch.stack([torch.from_numpy(v) for v in values], out=batch)
+    else:
+        np.stack(values, out=batch.numpy())
     return batch
 
 

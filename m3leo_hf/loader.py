@@ -22,6 +22,11 @@ from m3leo_hf.collate import TAIL_PART, tail_batches
 from m3leo_hf.dataset import M3LEOStream
 
 
+def _as_is(item: dict) -> dict:
+    """The stream's items are tensors already: no ``default_convert`` walk over every sample's metadata."""
+    return item
+
+
 class StatefulLoader:
     """Iterate ``dataset`` through a ``DataLoader(batch_size=None, in_order=True)``; extra keyword
     arguments (``num_workers``, ``pin_memory``, ``prefetch_factor``...) go to the DataLoader."""
@@ -58,7 +63,8 @@ class StatefulLoader:
     def __iter__(self) -> Iterator:
         self.dataset.load_state_dict({"epoch": self.epoch, "batches": self.batches})
         if self._loader is None:
-            self._loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, **self.options)
+            self._loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
+                                      collate_fn=_as_is, **self.options)
         plan = self.dataset.plan(self.epoch, max(self.num_workers, 1))
         skip = max(0, self.batches - sum(plan.worker_batches))  # tail batches already consumed
         parts: list[dict] = []

@@ -79,6 +79,8 @@ class ModalityTransform:
         stages: list[Stage] = [ViewAs()]
         if bands is not None:
             stages.append(SelectBands(bands))
+        if spatial_size is not None and resize is None:
+            stages.append(CropPad(spatial_size, pad=False))  # crop the stored values; pad at the end
         if self.datepairs is not None:
             stages.append(ToFloat())
             if normalize:
@@ -87,7 +89,7 @@ class ModalityTransform:
             if normalize:
                 stages.append(FillNaN(0.0))
         elif normalize and not self.labels:
-            stages += [ToFloat(), Normalize(stats), FillNaN(0.0)]
+            stages.append(Normalize(stats, fill=0.0))  # = ToFloat(), Normalize(stats), FillNaN(0.0), in one pass
         elif resize is not None and not self.labels:
             stages.append(ToFloat())
         if resize is not None:

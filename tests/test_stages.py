@@ -8,8 +8,9 @@ import torch
 
 import m3leo_hf
 from m3leo_hf.config import StreamConfig
-from m3leo_hf.stages import (Chip, ClassLabels, CropPad, Difference, FlagConstant, MonthGroups, PercentileStretch, Resize,
-                             SelectCoords, SummarizeSeasons, build_pipeline)
+from m3leo_hf.stages import (Chip, ClassLabels, CropPad, Difference, FillNaN, FlagConstant, MonthGroups, Normalize,
+                             PercentileStretch, Pipeline, Resize, SelectCoords, SummarizeSeasons, ToFloat, build_pipeline,
+                             class_labels)
 from m3leo_hf.transforms import ModalityTransform
 
 GRID = {"dims": ["band", "y", "x"], "dtype": "float32"}
@@ -53,6 +54,49 @@ def test_normalised_fields_are_padded_with_zeros():
     out = ModalityTransform("s1grd", stats=stats, normalize=True, spatial_size=4)({"s1grd": raw}, {"s1grd": field})
     np.testing.assert_array_equal(out["s1grd"][0, 1:3, 1:3], [[0.0, 0.0], [-1.0, 2.0]])
     assert np.isfinite(out["s1grd"]).all() and out["s1grd"][0, 0].tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize("dtype, nodata", [("int16", -32768), ("uint16", 0), ("float32", float("nan")),
+                                           ("float32", -9999.0), ("float64", None), ("uint8", None)])
+def test_one_pass_normalise_equals_float_normalise_fill(dtype, nodata):
+    """``Normalize(fill=0)`` (the stream's) gives the bits and metadata of ToFloat -> Normalize -> FillNaN(0)."""
+    rng = np.random.default_rng(1)
+    array = rng.integers(-50, 200, size=(2, 30, 40)).astype(dtype)
+    if array.dtype.kind == "f":
+        array[0, 0, 0], array[1, 2, 3] = np.nan, np.inf
+    if nodata is not None and nodata == nodata:
+        array[0, 5, 5] = nodata
+    field = {**GRID, "dtype": dtype, "shape": list(array.shape), "band_names": ["a", "b"], "nodata": nodata}
+    stats = {"s1grd": {"band_names": ["a", "b"], "count": [1, 1], "mean": [3.3, -1.5], "std": [7.1, 0.0]}}
+    three = Pipeline([ToFloat(), Normalize(stats), FillNaN(0.0)])(Chip("s1grd", {"s1grd": array}, {"s1grd": field}))
+    one = Normalize(stats, fill=0.0)(Chip("s1grd", {"s1grd": array}, {"s1grd": field}))
+    assert one.arrays["s1grd"].dtype == np.float32 and np.array_equal(one.arrays["s1grd"], three.arrays["s1grd"])
+    assert one.fields["s1grd"] == three.fields["s1grd"]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "float32"])
+def test_class_labels_table_lookup(dtype):
+    """Codes of every integer width and floats (NaN, fractions) map to the classes or the ignore index."""
+    codes = [10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100]
+    values = np.random.default_rng(0).integers(-5, 120, size=(50, 60)).astype(dtype)
+    if dtype == "float32":
+        values[0, 0], values[0, 1] = np.nan, 10.5
+    label, presence = class_labels(values, codes)
+    index = {code: i for i, code in enumerate(codes)}
+    expected = np.array([[index.get(int(v), 255) if np.isfinite(v) and v == round(v) else 255 for v in row]
+                         for row in values.astype(np.float64)])
+    assert label.dtype == np.int64 and np.array_equal(label, expected)
+    assert presence.tolist() == [float(i in expected) for i in range(len(codes))]
+
+
+@pytest.mark.parametrize("size", [(3, 3), (5, 7), (6, 9), (3, 9), (2, 2)])
+def test_crop_first_then_pad_equals_crop_pad(size):
+    """The stream crops stored values first (``CropPad(pad=False)``, views) and pads last: same result."""
+    array = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
+    whole = CropPad(size)(chip(array)).arrays["s1grd"]
+    cropped = CropPad(size, pad=False)(chip(array)).arrays["s1grd"]
+    assert np.shares_memory(cropped, array)
+    assert np.array_equal(CropPad(size)(chip(cropped)).arrays["s1grd"], whole, equal_nan=True)
 
 
 def test_crop_pad_follows_coordinates():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -15,18 +16,34 @@ IGNORE_INDEX = 255
 def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGNORE_INDEX
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Class index map (int64; ``other`` for every code not in ``class_codes``, negative, huge or NaN ones
-    included) and multi-hot presence (float32); the lookup table spans the class codes only."""
-    top = max(class_codes)
-    lookup = np.full(top + 1, other, dtype=np.int64)
-    lookup[list(class_codes)] = np.arange(len(class_codes))
-    if codes.dtype.kind == "f":
-        codes = np.where(np.isfinite(codes) & (codes == np.round(codes)), codes, -1)
-    known = (codes >= 0) & (codes <= top)
-    label = np.where(known, lookup[np.where(known, codes, 0).astype(np.int64)], other)
-    presence = np.zeros(len(class_codes), dtype=np.float32)
-    present = np.unique(label)
-    presence[present[(present >= 0) & (present < len(class_codes))]] = 1.0
-    return label, presence
+    included) and multi-hot presence (float32). Codes of at most 16 bits are looked up in one pass, in a
+    table over every value of their dtype."""
+    if codes.dtype.kind in "iu" and codes.dtype.itemsize <= 2:
+        label = _code_table(codes.dtype.str, tuple(class_codes), other)[codes.view(f"u{codes.dtype.itemsize}")]
+    else:
+        top = max(class_codes)
+        lookup = np.full(top + 1, other, dtype=np.int64)
+        lookup[list(class_codes)] = np.arange(len(class_codes))
+        if codes.dtype.kind == "f":
+            codes = np.where(np.isfinite(codes) & (codes == np.round(codes)), codes, -1)
+        known = (codes >= 0) & (codes <= top)
+        label = np.where(known, lookup[np.where(known, codes, 0).astype(np.int64)], other)
+    classes = len(class_codes)
+    flat = label.reshape(-1) if other >= 0 else label[label >= 0]
+    counts = np.bincount(flat, minlength=classes)
+    return label, (counts[:classes] > 0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _code_table(dtype: str, class_codes: tuple[int, ...], other: int) -> np.ndarray:
+    """Class index (int64) of every bit pattern of the integer ``dtype``, indexed as unsigned."""
+    width = np.dtype(dtype).itemsize
+    values = np.arange(256 ** width, dtype=f"u{width}").view(dtype).astype(np.int64)
+    table = np.full(len(values), other, dtype=np.int64)
+    for index, code in enumerate(class_codes):
+        table[values == code] = index
+    table.flags.writeable = False
+    return table
 
 
 @dataclass(frozen=True)

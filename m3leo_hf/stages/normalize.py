@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from builders.chip import nodata_mask
 from m3leo_hf.stages.chip import Chip, flat_bands
 
 Stats = Mapping[str, Mapping]  # {field: {"band_names", "count", "mean", "std"}}
@@ -56,6 +57,8 @@ class Normalize:
     to use each chip's own region's (the upstream normaliser is per AOI). ``fields``: the fields to
     normalise (default: every grid field; a grid field without statistics is then an error).
     ``scale``: the statistics are multiplied by it first (statistics of raw values, data already scaled).
+    ``fill``: the field's declared nodata and every non-finite result become ``fill`` (its new nodata), in
+    the same pass: ``ToFloat(), Normalize(...), FillNaN(fill)`` without two of their copies.
     """
 
     stats: Mapping[str, Mapping] | None = None
@@ -63,10 +66,11 @@ class Normalize:
     fields: Sequence[str] | None = None
     eps: float = 0.0
     scale: float = 1.0
+    fill: float | None = None
 
     def __call__(self, chip: Chip) -> Chip:
         stats = self._stats(chip)
-        changes = {}
+        changes, meta = {}, {}
         for name in self.fields if self.fields is not None else chip.grids():
             if name not in chip.arrays:
                 continue
@@ -74,12 +78,19 @@ class Normalize:
                 raise KeyError(f"{chip.modality}: no train statistics for field {name!r}")
             array = chip.arrays[name]
             mean, std = moments(stats[name], chip.band_names(name), f"{chip.modality}.{name}")
-            bands = flat_bands(array).astype(np.float32)
             shape = (-1, 1, 1)
             mean, std = (mean * self.scale).astype(np.float32), (std * self.scale).astype(np.float32)
-            out = (bands - mean.reshape(shape)) / (std.reshape(shape) + np.float32(self.eps))
-            changes[name] = out.reshape(array.shape)
-        return chip.with_arrays(changes)
+            out = np.subtract(flat_bands(array), mean.reshape(shape), dtype=np.float32)  # in float32, as astype first
+            np.divide(out, std.reshape(shape) + np.float32(self.eps), out=out)
+            out = out.reshape(array.shape)
+            if self.fill is not None:
+                missing = np.isfinite(out)
+                np.logical_not(missing, out=missing)
+                missing |= nodata_mask(array, chip.fields.get(name, {}).get("nodata"))
+                np.copyto(out, np.float32(self.fill), where=missing)
+                meta[name] = {"nodata": self.fill}
+            changes[name] = out
+        return chip.with_arrays(changes, meta)
 
     def _stats(self, chip: Chip) -> Mapping:
         if self.by_region is None:

@@ -18,9 +18,14 @@ def as_size(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int) -> np.ndarray:
-    """Centre-crop and/or pad the last ``len(size)`` axes to ``size`` with ``fill``."""
+def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, pad: bool = True) -> np.ndarray:
+    """Centre-crop and/or pad the last ``len(size)`` axes to ``size`` with ``fill``; without ``pad``, only crop
+    the axes longer than ``size`` (a view). An array already of ``size`` is returned as is."""
     lead = array.shape[:array.ndim - len(size)]
+    have = array.shape[len(lead):]
+    if not pad or tuple(have) == tuple(size):
+        return array[(..., *(slice((n - want) // 2, (n - want) // 2 + want) if n > want else slice(None)
+                              for n, want in zip(have, size)))]
     out = np.full(lead + tuple(size), fill, dtype=array.dtype)
     src, dst = [], []
     for have, want in zip(array.shape[len(lead):], size):
@@ -111,16 +116,19 @@ def _band_means(array: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class CropPad:
     """Centre crop/pad grid fields to ``size`` (padding: the field's nodata, NaN for floats without one,
-    else 0); 1-D y/x coordinates follow (NaN or 0 where padded)."""
+    else 0); 1-D y/x coordinates follow (NaN or 0 where padded). ``pad=False``: crop only (views), so that
+    the later stages convert only the pixels kept."""
 
     size: Size
+    pad: bool = True
 
     def __call__(self, chip: Chip) -> Chip:
         size = as_size(self.size)
-        changes = {name: center_crop_pad(chip.arrays[name], size, fill_value(chip.fields.get(name, {})))
+        changes = {name: center_crop_pad(chip.arrays[name], size, fill_value(chip.fields.get(name, {})), self.pad)
                    for name in chip.grids()}
         for name, array in chip.arrays.items():
             axis = spatial_axis(chip.fields.get(name, {}))
             if axis is not None and array.ndim == 1:
-                changes[name] = center_crop_pad(array, size[axis:axis + 1], np.nan if array.dtype.kind == "f" else 0)
+                changes[name] = center_crop_pad(array, size[axis:axis + 1], np.nan if array.dtype.kind == "f" else 0,
+                                                self.pad)
         return chip.with_arrays(changes)

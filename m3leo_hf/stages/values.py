@@ -43,7 +43,7 @@ class ToFloat:
             array, field = chip.arrays[name], chip.fields.get(name, {})
             out = array.astype(np.float32)
             if self.mask_nodata:
-                out[nodata_mask(array, field.get("nodata"))] = np.nan
+                np.copyto(out, np.float32(np.nan), where=nodata_mask(array, field.get("nodata")))
             changes[name] = out
             meta[name] = {"nodata": "nan"}
         return chip.with_arrays(changes, meta)
@@ -60,7 +60,7 @@ class FillNaN:
         for name in chip.grids():
             array = chip.arrays[name]
             if array.dtype.kind == "f":
-                changes[name] = np.where(np.isfinite(array), array, np.float32(self.value)).astype(array.dtype)
+                changes[name] = np.where(np.isfinite(array), array, array.dtype.type(self.value))
                 meta[name] = {"nodata": self.value}
         return chip.with_arrays(changes, meta)
 
