@@ -60,6 +60,19 @@ def ours(params: dict) -> Pass:
     return lambda: iter(loader)
 
 
+def ours_deferred(params: dict) -> Pass:
+    """``stream(..., defer=True)`` + ``StatefulLoader``: workers ship the stored integers; the main process
+    finishes each batch with ``normalize_on(stream, "cpu")`` (on a GPU machine: the device)."""
+    import m3leo_hf
+
+    data = m3leo_hf.stream(params["roots"], modalities=params["modalities"], split=params["split"],
+                           normalize=True, labels=True, spatial_size=params["spatial_size"], defer=True,
+                           batch_size=params["batch_size"], missing="skip", shuffle=False, drop_last=False)
+    loader = m3leo_hf.StatefulLoader(data, **_loader_options(params))
+    finish = m3leo_hf.normalize_on(data, "cpu")
+    return lambda: (finish(batch) for batch in loader)
+
+
 class _Contiguous(IterableDataset):
     """``items`` (a list) cut into equal contiguous parts, one per DataLoader worker, each mapped
     through ``read``."""
@@ -248,7 +261,7 @@ def import_streaming() -> types.ModuleType:
 
 
 READ_CASES: dict[str, Callable[[dict], Pass]] = {
-    "ours": ours, "raw_limit": raw_limit, "webdataset": webdataset_zip, "litdata": litdata_case,
+    "ours": ours, "ours_deferred": ours_deferred, "raw_limit": raw_limit, "webdataset": webdataset_zip, "litdata": litdata_case,
     "mds": mds_case, "datasets": stock_datasets, "per_file": per_file,
 }
 

@@ -2,6 +2,7 @@
 
 from m3leo_hf.chip import get_chip
 from m3leo_hf.dataset import M3LEOStream, stream
+from m3leo_hf.device import normalize_on
 from m3leo_hf.loader import StatefulLoader
 from m3leo_hf.mapstyle import M3LEODataset
 from m3leo_hf.plot import plot
@@ -10,7 +11,7 @@ from m3leo_hf.reader import AlignmentError, ShardError
 from m3leo_hf.selection import Selection, chips
 
 __all__ = ["AlignmentError", "M3LEODataset", "M3LEOStream", "Selection", "ShardError", "StatefulLoader", "chips",
-           "get_chip", "load", "plot", "preset", "stream"]
+           "get_chip", "load", "normalize_on", "plot", "preset", "stream"]
 
 
 def __getattr__(name: str):

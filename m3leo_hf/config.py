@@ -37,6 +37,7 @@ class StreamConfig:
     missing: str = "mask"
     bands: Mapping[str, Bands] | None = None
     normalize: bool | Sequence[str] = False
+    defer: bool = False
     labels: bool = True
     spatial_size: Size | Mapping[str, Size] | None = None
     resize: Size | Mapping[str, Size] | None = None

@@ -27,6 +27,7 @@ from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, 
                              read_samples)
 from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_file, train_stats
 from m3leo_hf.selection import Selection, selected
+from m3leo_hf.stages.checks import StoredMismatch
 from m3leo_hf.transforms import ModalityTransform, pool_stats
 
 if dist.is_available():
@@ -249,7 +250,7 @@ class M3LEOStream(IterableDataset):
                                                       info.get("labels"), shard.region)
                 else:
                     value = {k: v.copy() for k, v in self._placeholder(modality).items()}
-            except (TypeError, OverflowError, MemoryError, RecursionError) as exc:  # never a bare one from data
+            except (TypeError, OverflowError, MemoryError, RecursionError, StoredMismatch) as exc:  # never bare
                 raise ShardError(f"{url}: sample {index} ({shard.keys[index]}): {modality}: "
                                  f"{type(exc).__name__}: {exc}") from None
             single = next(iter(value)) if len(value) == 1 else None  # one array: the field, or a recipe's stack
@@ -289,6 +290,8 @@ class M3LEOStream(IterableDataset):
         specs = upstream.default_recipe(declared) if recipe == "upstream" else (
             recipe.get(modality) if isinstance(recipe, Mapping) else None)
         if specs is not None:
+            if self.config.defer:
+                raise ValueError("defer=True finishes our default recipe on the device, not recipe=")
             extra = option("transform")
             extra = [] if extra is None else [extra] if callable(extra) else list(extra)
             return RecipeTransform(declared, list(specs) + extra, functools.partial(self._stats, modality))
@@ -303,7 +306,7 @@ class M3LEOStream(IterableDataset):
         return ModalityTransform(declared, stats=stats, bands=(self.config.bands or {}).get(modality),
                                  normalize=norm, labels=self.config.labels, spatial_size=option("spatial_size"),
                                  resize=option("resize"), datepairs=self.config.datepairs if paired else None,
-                                 transform=option("transform"))
+                                 transform=option("transform"), defer=self.config.defer)
 
     def _stats(self, modality: str, variant: str) -> dict[str, dict]:
         """``{region: train statistics}`` of ``modality`` in the ``variant`` stats file of every root."""
@@ -380,7 +383,9 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig
     ``meta["padding"]``) and ``drop_last`` (train only) make every rank yield the same number of
     items; ``missing="mask"`` (zeros / ignore-index labels and ``<modality>_available=False``) or
     ``"skip"`` (drop chips lacking a modality); ``bands={"s1grd": [names]}``; ``normalize`` (True or
-    modality names: published train stats, nodata and NaN -> 0); ``labels`` (esaworldcover ->
+    modality names: published train stats, nodata and NaN -> 0); ``defer`` (yield the stored integers, cropped/
+    padded, and leave normalisation and class labels to ``m3leo_hf.normalize_on(stream, device)``: the same
+    tensors, computed on the GPU, with half the bytes or less through shared memory and to the device); ``labels`` (esaworldcover ->
     ``{"label", "presence"}``); ``spatial_size`` (int, (H, W) or per modality: centre crop/pad);
     ``rank``/``world_size`` (default: torch.distributed); ``verify_checksums``; ``retries``;
     ``storage_options`` (fsspec); ``datepairs`` (GUNW: fixed-size date-pair selection, so gunw

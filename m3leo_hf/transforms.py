@@ -22,13 +22,24 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from builders.declarations import Modality
+from m3leo_hf.device import Deferred, DeferredField, DeferredLabels, DeferredNormalize
 from m3leo_hf.modalities import declaration
+from m3leo_hf.stages.checks import ExpectedField, ExpectStored
+from m3leo_hf.stages.normalize import moments
 from m3leo_hf.stages import (IGNORE_INDEX, GUNW_BASELINES, Chip, ClassLabels, CropPad, DatePairs, FillNaN, Normalize,
                              Pipeline, Resize, SelectBands, SelectPairs, Size, Stage, ToFloat, ViewAs,
                              center_crop_pad, class_labels, fill_value, pool_stats)
 
 __all__ = ["GUNW_BASELINES", "IGNORE_INDEX", "DatePairs", "ModalityTransform", "Size", "center_crop_pad",
            "class_labels", "pool_stats", "run"]
+
+
+def stored_nodata(modality: Modality) -> float | int | None:
+    """The declared nodata as the shards store it (s1grd: the file's uint16 value viewed as int16)."""
+    if modality.nodata is None or modality.store_as is None:
+        return modality.nodata
+    return np.asarray(modality.nodata).astype(modality.dtype).view(modality.store_as).item()
 
 
 def run(pipeline: Pipeline, modality: str, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping],
@@ -60,7 +71,7 @@ class ModalityTransform:
                  bands: Sequence[str] | Mapping[str, Sequence[str]] | None = None, normalize: bool = False,
                  labels: bool = True, spatial_size: Size | None = None, resize: Size | None = None,
                  datepairs: DatePairs | Mapping[str, Any] | bool | None = None,
-                 transform: Stage | Sequence[Stage] | None = None):
+                 transform: Stage | Sequence[Stage] | None = None, defer: bool = False):
         self.modality = declaration(modality)
         modality = self.modality.name
         self.datepairs = DatePairs.parse(datepairs)
@@ -72,7 +83,15 @@ class ModalityTransform:
             raise ValueError(f"{modality}: normalize=True needs the published train statistics")
         self.labels = labels and self.modality.label_kind == "segmentation" and bool(self.modality.class_codes)
         extra = [] if transform is None else [transform] if callable(transform) else list(transform)
-        self.pipeline = Pipeline(self._stages(dict(stats or {}), bands, normalize, spatial_size, resize) + extra)
+        self.deferred: Deferred | None = None
+        if defer:
+            if resize is not None or self.datepairs is not None or extra:
+                raise ValueError(f"{modality}: defer=True finishes normalisation and labels on the device after a "
+                                 f"crop/pad (spatial_size); it takes no resize, datepairs or transform")
+            stages, self.deferred = self._deferred_stages(dict(stats or {}), bands, normalize, spatial_size)
+        else:
+            stages = self._stages(dict(stats or {}), bands, normalize, spatial_size, resize)
+        self.pipeline = Pipeline(stages + extra)
 
     def _stages(self, stats: Mapping, bands, normalize: bool, spatial_size: Size | None,
                 resize: Size | None) -> list[Stage]:
@@ -101,10 +120,43 @@ class ModalityTransform:
             stages.append(ClassLabels(self.modality.class_codes))
         return stages
 
+    def _deferred_stages(self, stats: Mapping, bands, normalize: bool, spatial_size: Size | None
+                         ) -> tuple[list[Stage], Deferred | None]:
+        """Stages that keep the stored values (view_as, bands, crop/pad) and what ``normalize_on`` finishes."""
+        name = self.modality.name
+        stages: list[Stage] = [ViewAs()] + ([SelectBands(bands)] if bands is not None else [])
+        nodata = stored_nodata(self.modality)
+        deferred: Deferred | None = None
+        if self.labels:
+            dtype = np.dtype(self.modality.stored_dtype)
+            if dtype.kind not in "iu" or dtype.itemsize > 2:
+                raise ValueError(f"{name}: defer=True maps class codes of at most 16 bits, not {dtype}")
+            deferred = DeferredLabels(tuple(self.modality.class_codes), dtype.str)
+            stages.append(ExpectStored(name, {self.modality.field: ExpectedField(dtype=dtype.str)}))
+        elif normalize:
+            if nodata is None:
+                raise ValueError(f"{name}: defer=True needs a declared nodata (padding and masking value)")
+            fields, expected = {}, {}
+            for field, field_stats in stats.items():
+                chosen = bands.get(field) if isinstance(bands, Mapping) else bands
+                names = list(chosen) if chosen is not None else list(field_stats["band_names"])
+                mean, std = moments(field_stats, names, f"{name}.{field}")
+                fields[field] = DeferredField(mean.astype(np.float32), std.astype(np.float32) + np.float32(0.0), nodata)
+                expected[field] = ExpectedField(band_names=tuple(names), nodata=nodata)
+            deferred = DeferredNormalize(fields)
+            stages.append(ExpectStored(name, expected))
+        if spatial_size is not None:
+            stages += [CropPad(spatial_size, pad=False), CropPad(spatial_size)]
+        return stages, deferred
+
     def __call__(self, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping], dates: Mapping | None = None,
                  labels: Mapping | None = None, region: str | None = None) -> dict[str, np.ndarray]:
         return run(self.pipeline, self.modality.name, arrays, fields, dates, labels, region)
 
     def placeholder(self, template: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
-        """Output for a chip lacking this modality (zeros; label maps ``IGNORE_INDEX``)."""
+        """Output for a chip lacking this modality (zeros; label maps ``IGNORE_INDEX``); deferred: the stored
+        nodata, which ``normalize_on`` turns into those."""
+        if self.deferred is not None:
+            arrays = {name: np.full(f["shape"], fill_value(f), dtype=f["dtype"]) for name, f in template.items()}
+            return run(self.pipeline, self.modality.name, arrays, {n: dict(f) for n, f in template.items()})
         return placeholder(self.pipeline, self.modality.name, template)

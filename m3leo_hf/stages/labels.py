@@ -19,7 +19,7 @@ def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGN
     included) and multi-hot presence (float32). Codes of at most 16 bits are looked up in one pass, in a
     table over every value of their dtype."""
     if codes.dtype.kind in "iu" and codes.dtype.itemsize <= 2:
-        label = _code_table(codes.dtype.str, tuple(class_codes), other)[codes.view(f"u{codes.dtype.itemsize}")]
+        label = code_table(codes.dtype.str, tuple(class_codes), other)[codes.view(f"u{codes.dtype.itemsize}")]
     else:
         top = max(class_codes)
         lookup = np.full(top + 1, other, dtype=np.int64)
@@ -35,7 +35,7 @@ def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGN
 
 
 @functools.lru_cache(maxsize=64)
-def _code_table(dtype: str, class_codes: tuple[int, ...], other: int) -> np.ndarray:
+def code_table(dtype: str, class_codes: tuple[int, ...], other: int) -> np.ndarray:
     """Class index (int64) of every bit pattern of the integer ``dtype``, indexed as unsigned."""
     width = np.dtype(dtype).itemsize
     values = np.arange(256 ** width, dtype=f"u{width}").view(dtype).astype(np.int64)
