@@ -267,7 +267,7 @@ def family_from_mapping(key: str, spec: Mapping[str, Any], source: str = "") -> 
 def read_declarations(path: str | Path) -> list[Family]:
     """Families declared in a YAML file (``version: 1`` and ``families: {key: {...}}``)."""
     try:
-        document = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        document = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read declarations: {exc}") from None
     if not isinstance(document, Mapping) or not isinstance(document.get("families"), Mapping):

@@ -8,7 +8,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from builders.chip import CHIP_ID
@@ -73,10 +72,11 @@ def _location(root: str, modality: str, chip_id: str, retries: int, storage_opti
         data = fetch(f"{name}.parquet")
     path = join(root, f"metadata/{name}.parquet")
     try:
-        table = pq.read_table(pa.BufferReader(data), columns=LOCATION)
+        table = pq.ParquetFile(pa.BufferReader(data)).read(columns=LOCATION)
     except (pa.ArrowException, OSError) as exc:
         raise ValueError(f"{path}: unreadable per-chip metadata: {exc}") from None
-    rows = table.filter(pc.equal(table["chip_id"], chip_id)).to_pylist()
+    ids = table["chip_id"].to_pylist()
+    rows = table.take(np.flatnonzero(np.array(ids, dtype=object) == chip_id)).to_pylist() if chip_id in ids else []
     if not rows:
         raise KeyError(f"{root}: chip {chip_id} is not in {name}.parquet")
     if len(rows) > 1:

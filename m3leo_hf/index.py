@@ -15,7 +15,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from builders.declarations import Modality
@@ -188,7 +187,7 @@ def _read_rows(data: bytes, where: str, expected_rows: int) -> pa.Table:
         # from a pa.BufferReader, never io.BytesIO: with torch imported, pyarrow 26 reading through a Python
         # file object makes the process abort at exit now and then ("terminate called without an active
         # exception": 5 of 6 runs of a minimal reproducer with io.BytesIO, 0 of 6 with BufferReader)
-        table = pq.read_table(pa.BufferReader(data), columns=[c for c in COLUMNS if c in present])
+        table = parquet.read(columns=[c for c in COLUMNS if c in present])  # not pq.read_table: no pyarrow.dataset
     except ShardError:
         raise
     except (pa.ArrowException, OSError, ValueError, MemoryError) as exc:
@@ -206,26 +205,56 @@ def _read_rows(data: bytes, where: str, expected_rows: int) -> pa.Table:
     return table
 
 
+def _numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An integer or boolean column without nulls as numpy, from its buffers: pyarrow's ``to_numpy`` imports
+    pandas and pyarrow.compute, a quarter of a first batch. Other types raise ``TypeError``."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.null_count:
+        raise ValueError(f"{array.null_count} null values")
+    kind = array.type
+    if pa.types.is_boolean(kind):
+        bits = np.frombuffer(array.buffers()[1], dtype=np.uint8)
+        return np.unpackbits(bits, bitorder="little")[array.offset:array.offset + len(array)].astype(bool)
+    if not pa.types.is_integer(kind):
+        raise TypeError(f"{kind} values, expected integers")
+    dtype = np.dtype(f"{'u' if pa.types.is_unsigned_integer(kind) else ''}int{kind.bit_width}")
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize)
+
+
+def _valid(array: pa.Array) -> np.ndarray:
+    """Boolean validity of each slot of ``array``, from its bitmap."""
+    if array.null_count == 0:
+        return np.ones(len(array), dtype=bool)
+    bitmap = np.frombuffer(array.buffers()[0], dtype=np.uint8)
+    return np.unpackbits(bitmap, bitorder="little")[array.offset:array.offset + len(array)].astype(bool)
+
+
 def _shard_files(root: str, modality: str, entries: list[dict], table: pa.Table, split: str) -> dict[str, tuple]:
     """``{shard name: (ShardFile, keys, available, sample sizes)}`` for the split's shards of one modality."""
     where = f"{root}: metadata/{modality}.parquet"
-    try:
-        table = table.filter(pc.equal(table["split"], split))
+    try:  # numpy on whole columns, no pyarrow.compute (its import is a third of a first batch)
+        in_split = np.flatnonzero(np.array(table["split"].to_pylist(), dtype=object) == split)
         shard_of = table["shard"].to_pylist()
-        sample_index = table["sample_index"].to_numpy()
-        offsets, ids = table["offset"].to_numpy(), table["chip_id"].to_pylist()
-        sample_sizes = table["size"].to_numpy()
-        available = table["available"].to_numpy(zero_copy_only=False)
+        shard_of = [shard_of[r] for r in in_split]
+        sample_index = _numpy(table["sample_index"])[in_split]
+        offsets, ids = _numpy(table["offset"])[in_split], table["chip_id"].to_pylist()
+        ids = [ids[r] for r in in_split]
+        sample_sizes = _numpy(table["size"])[in_split]
+        available = _numpy(table["available"])[in_split]
         members = table["members"].combine_chunks()
-        counts = pc.list_value_length(members).fill_null(0).to_numpy(zero_copy_only=False)
+        bounds = _numpy(members.offsets)
+        counts = np.where(_valid(members), np.diff(bounds), 0)[in_split]  # a null list holds no member
         first = np.concatenate([[0], np.cumsum(counts)])
-        flat = pc.list_flatten(members)
+        flat = members.values  # every row's members; row r's are values[bounds[r]:bounds[r] + count]
         if flat.null_count or any(flat.field(f).null_count for f in ("name", "offset", "size")):
             raise ShardError(f"{where}: a member entry has null values")
+        picked_all = np.arange(first[-1], dtype=np.int64) + np.repeat(bounds[in_split] - first[:-1], counts)
         names = flat.field("name").to_pylist()
-        member_offsets = flat.field("offset").to_numpy(zero_copy_only=False)
-        member_sizes = flat.field("size").to_numpy(zero_copy_only=False)
+        names = [names[i] for i in picked_all]
+        member_offsets = _numpy(flat.field("offset"))[picked_all]
+        member_sizes = _numpy(flat.field("size"))[picked_all]
         digests = flat.field("sha256").to_pylist() if flat.type.get_field_index("sha256") >= 0 else None
+        digests = None if digests is None else [digests[i] for i in picked_all]
     except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
         raise ShardError(f"{where}: index columns of unexpected types: {exc}") from None
     by_shard: dict[str, list[int]] = {}
@@ -302,9 +331,10 @@ def layout_problem(file: ShardFile, keys: Sequence[str]) -> str | None:
 
 def _template(root: str, modality: str, entries: list[dict], table: pa.Table) -> tuple[str, int, int] | None:
     """Location (url, offset, size) of the json member of the region's first chip having ``modality``."""
-    rows = table.filter(table["available"]).slice(0, 1).to_pylist()
-    if not rows:
+    available = np.flatnonzero(_numpy(table["available"]))
+    if not len(available):
         return None
+    rows = table.slice(int(available[0]), 1).to_pylist()
     sizes = {e["url"]: e["filesize"] for e in entries}
     member = next((m for m in rows[0]["members"] or [] if m and m["name"] == "json"), None)
     if (rows[0]["shard"] not in sizes or member is None or not 0 < member["size"] <= limits.MAX_JSON_MEMBER_BYTES

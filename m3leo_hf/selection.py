@@ -10,12 +10,11 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from m3leo_hf.reader import join, read_bytes
 
-Where = pc.Expression | Callable[[pa.Table], object]
+Where = "pyarrow.compute.Expression | Callable[[pa.Table], object]"  # pyarrow.compute is imported on use
 BBox = tuple[float, float, float, float]
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
@@ -25,6 +24,7 @@ def chips(root: str, split: str | None = None, *, retries: int = 3, storage_opti
     """The per-chip table of region ``root`` (local folder, ``https://…/resolve/<rev>`` or ``hf://datasets/…``),
     all splits or one (``train``, ``val``/``validation``, ``test``). Columns: see docs/design.md §4; the schema
     keeps the GeoParquet ``geo`` metadata (``geopandas.read_parquet`` gives a GeoDataFrame in EPSG:4326)."""
+    import pyarrow.compute as pc
     try:
         data = read_bytes(join(root, "metadata/chips.parquet"), retries=retries, storage_options=storage_options)
     except OSError as exc:
@@ -57,6 +57,7 @@ class Selection:
         """The selection these options describe, or None when none is given (read everything)."""
         if chips is None and where is None and bbox is None:
             return None
+        import pyarrow.compute as pc
         if isinstance(chips, str):
             chips = [chips]
         if bbox is not None:
@@ -72,6 +73,7 @@ class Selection:
 
     def mask(self, table: pa.Table, root: str = "") -> np.ndarray:
         """Boolean mask of the rows of ``table`` (a ``chips()`` table) this selection keeps."""
+        import pyarrow.compute as pc
         keep = np.ones(len(table), dtype=bool)
         if self.chips is not None:
             keep &= pc.is_in(table["chip_id"], value_set=pa.array(sorted(self.chips), pa.string())).to_numpy(
@@ -89,6 +91,7 @@ class Selection:
         return keep
 
     def _where(self, table: pa.Table, root: str):
+        import pyarrow.compute as pc
         if isinstance(self.where, pc.Expression):
             return pc.fill_null(_evaluate(table, self.where, root), False)
         try:
@@ -107,6 +110,7 @@ class Selection:
 
 def _evaluate(table: pa.Table, expression: pc.Expression, root: str):
     """``expression`` evaluated on every row of ``table`` (a boolean array), unknown columns named."""
+    import pyarrow.compute as pc
     try:
         import pyarrow.dataset as ds
 
@@ -129,6 +133,7 @@ def _bools(values) -> np.ndarray:
 def selected(roots: Sequence[str], split: str, selection: Selection, *, retries: int = 3,
              storage_options: Mapping | None = None) -> set[str]:
     """Chip ids of ``split`` over ``roots`` that ``selection`` keeps; explicit ids found in no root are an error."""
+    import pyarrow.compute as pc
     found: set[str] = set()
     known: set[str] = set()
     for root in roots:
