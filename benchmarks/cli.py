@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 CASE_TIMEOUT_S = 600
 READERS = [  # (case, label)
     ("ours", "**ours**: `stream(normalize=True, spatial_size=448, batch_size=8)` + `StatefulLoader`"),
+    ("ours_deferred", "**ours, deferred**: `stream(..., defer=True)` + `normalize_on(stream, \"cpu\")` in the main "
+                      "process (on a GPU: the device)"),
     ("raw_limit", "limit: raw tar bytes + np.frombuffer, same transform, DataLoader batching"),
     ("webdataset", "stock webdataset, two `.decode()` pipelines zipped"),
     ("litdata", "litdata `StreamingDataset` + `StreamingDataLoader`"),

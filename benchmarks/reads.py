@@ -152,7 +152,7 @@ def stock_datasets(params: dict) -> Pass:
                 keys = {str(s["__key__"]) for s in samples}
                 if len(keys) != 1:
                     raise RuntimeError(f"stock datasets: modalities out of step: {sorted(keys)}")
-                infos = [s["json"] for s in samples]
+                infos = [_plain(s["json"]) for s in samples]  # the numpy format gives JSON lists as arrays
                 if not all(info["available"] for info in infos):
                     continue
                 raw = {m: ({f: np.asarray(s[f"{f}.npy"], dtype=meta["dtype"]) for f, meta in info["fields"].items()},
@@ -160,6 +160,17 @@ def stock_datasets(params: dict) -> Pass:
                 yield transform(keys.pop(), raw)
 
     return _batched(Zipped(), params)
+
+
+def _plain(value):
+    """JSON as Python values: numpy arrays and scalars (``with_format("numpy")``) become lists and numbers."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class _PerFile(Dataset):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +22,8 @@ from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.modalities import declaration
 from m3leo_hf.limits import FieldLimit, field_limits, stats_problems
 from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
-from m3leo_hf.ranged import read_range, read_runs
+from m3leo_hf import prefetch
+from m3leo_hf.ranged import read_range, read_runs, runs
 from m3leo_hf.readahead import read_ahead
 from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, is_url, join, load_json, read_bytes,
                              read_samples)
@@ -71,8 +73,13 @@ class M3LEOStream(IterableDataset):
         self.equalize: Equalize = config.equalize
         self.drop_last = config.drop_last
         self.verify, self.retries, self.storage_options = config.verify_checksums, config.retries, config.storage_options
-        self.regions = [load_region(r, self.modalities, self.split, retries=self.retries,
-                                    storage_options=self.storage_options) for r in self.roots]
+        load = functools.partial(load_region, modalities=self.modalities, split=self.split, retries=self.retries,
+                                 storage_options=self.storage_options)
+        if any(is_url(root) for root in self.roots):  # regions' metadata requests at once, not one after another
+            with ThreadPoolExecutor(min(len(self.roots), 8), thread_name_prefix="m3leo-regions") as pool:
+                self.regions = list(pool.map(load, self.roots))
+        else:
+            self.regions = [load(root) for root in self.roots]
         self.shards: list[AlignedShard] = [s for region in self.regions for s in region.shards]
         self.selection = Selection.of(config.chips, config.where, config.bbox)
         self.eligible = [self._eligible(s) for s in self.shards]
@@ -188,7 +195,11 @@ class M3LEOStream(IterableDataset):
             pass
 
     def _ascending(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
-        """Read ``positions`` (sorted) shard run by shard run, all modalities in lockstep."""
+        """Read ``positions`` (sorted) shard run by shard run, all modalities in lockstep; from remote roots
+        (unless whole shards are verified) by chunks requested ahead in parallel (``m3leo_hf.prefetch``)."""
+        if any(is_url(root) for root in self.roots) and not self.verify:
+            yield from self._prefetched(plan, positions)
+            return
         for run in _runs(plan, positions):
             shard = self.shards[plan.shard_ids[run[0]]]
             wanted = plan.sample_ids[run].tolist()
@@ -208,6 +219,37 @@ class M3LEOStream(IterableDataset):
             finally:
                 for stream in streams:
                     stream.close()
+
+    def _prefetched(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
+        """Joined raw samples of ``positions`` (sorted) from chunks of consecutive samples, each chunk of each
+        modality one request, requested ahead by a thread pool."""
+        chunks = []  # (shard, positions, sample indices, modalities present)
+        for run in _runs(plan, positions):
+            shard = self.shards[plan.shard_ids[run[0]]]
+            wanted = plan.sample_ids[run].tolist()
+            present = [m for m in self.modalities if m in shard.files]
+            if not present:
+                chunks += [(shard, run[i:i + 1], wanted[i:i + 1], present) for i in range(len(wanted))]
+                continue
+            largest = max(present, key=lambda m: int(shard.sizes[m][wanted].sum()))
+            file = shard.files[largest]
+            start = 0
+            for part in runs(wanted, file.offsets, shard.sizes[largest], prefetch.CHUNK_BYTES):
+                chunks.append((shard, run[start:start + len(part)], part, present))
+                start += len(part)
+        tasks = ((int(shard.sizes[m][part].sum()),
+                  functools.partial(prefetch.fetch_samples, shard.files[m], shard.keys, part, retries=self.retries,
+                                    storage_options=self.storage_options))
+                 for shard, _, part, present in chunks for m in present)
+        fetched = prefetch.in_order(tasks)
+        try:
+            for shard, run, part, present in chunks:
+                parts = {m: next(fetched) for m in present}
+                for j, (position, index) in enumerate(zip(run.tolist(), part)):
+                    yield position, {m: parts[m][j][1] if m in parts else _absent(shard, index, m)
+                                     for m in self.modalities}
+        finally:
+            fetched.close()
 
     def _reader(self, shard: AlignedShard, modality: str, wanted: list[int]) -> Iterator[tuple[int, dict]]:
         """Raw samples at ``wanted``: a selection reads only their byte ranges (unless checksums are verified,

@@ -8,8 +8,10 @@ split ``metadata/<modality>.modality.json`` (the declaration: what the values me
 
 from __future__ import annotations
 
+import functools
 import tarfile
 import urllib.error
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -19,7 +21,7 @@ import pyarrow.parquet as pq
 
 from builders.declarations import Modality
 from m3leo_hf import limits
-from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, join, load_json, read_bytes
+from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, is_url, join, load_json, read_bytes
 
 COLUMNS = ["chip_id", "split", "shard", "sample_index", "offset", "size", "available", "members"]
 
@@ -73,34 +75,46 @@ def load_region(root: str, modalities: Sequence[str], split: str, *, retries: in
             raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
 
     names = config_names(root, fetch)
+    load = functools.partial(_load_modality, root, names=names, fetch=fetch, split=split)
+    if is_url(root):  # one request after another would pay the latency of each: all of them at once
+        with ThreadPoolExecutor(min(len(modalities), 8) or 1, thread_name_prefix="m3leo-metadata") as pool:
+            loaded = list(pool.map(load, modalities))
+    else:
+        loaded = [load(modality) for modality in modalities]
     region, per_modality, stats, templates, declarations = None, {}, {}, {}, {}
-    for modality in modalities:
+    for modality, found in zip(modalities, loaded):
         stats[modality], templates[modality] = {}, None
-        name = names.get(modality, modality)
-        where = f"{root}: metadata/{name}.shards.json"
-        try:
-            index = load_json(fetch(f"{name}.shards.json", limits.MAX_INDEX_BYTES), where)
-        except FileNotFoundError as exc:
-            if not _absent(exc):
-                raise
+        if found is None:
             continue  # the region has no such modality (e.g. no GUNW over Europe): all chips lack it
-        entries = _shard_entries(index, where)
-        label = index.get("name")
+        label, declarations[modality], per_modality[modality], stats[modality], templates[modality] = found
         region = region or (label if isinstance(label, str) else root.rstrip("/").rsplit("/", 1)[-1]).split("/")[0]
-        declarations[modality] = _declaration(root, name, fetch)
-        table = _read_rows(fetch(f"{name}.parquet", limits.MAX_PARQUET_BYTES),
-                           f"{root}: metadata/{name}.parquet", sum(e["nsamples"] for e in entries))
-        per_modality[modality] = _shard_files(root, name, entries, table, split)
-        stats_where = f"{root}: metadata/{name}.stats.json"
-        published = load_json(fetch(f"{name}.stats.json", limits.MAX_STATS_BYTES), stats_where)
-        train = published.get("splits", {}).get("train", {}) if isinstance(published, dict) else None
-        stats[modality] = train if isinstance(train, dict) else {}
-        templates[modality] = _template(root, name, entries, table)
     if not per_modality:
         raise FileNotFoundError(f"{root}: no metadata/<modality>.shards.json for any of {list(modalities)}; "
                                 f"is it a built region?")
     shards = _align(region, per_modality, modalities)
     return RegionIndex(root, region, shards, stats, templates, declarations)
+
+
+def _load_modality(root: str, modality: str, *, names: Mapping[str, str], fetch, split: str) -> tuple | None:
+    """(index name, declaration, shard files, train statistics, template location) of one modality of a
+    region, or None when the region lacks it."""
+    name = names.get(modality, modality)
+    where = f"{root}: metadata/{name}.shards.json"
+    try:
+        index = load_json(fetch(f"{name}.shards.json", limits.MAX_INDEX_BYTES), where)
+    except FileNotFoundError as exc:
+        if not _absent(exc):
+            raise
+        return None
+    entries = _shard_entries(index, where)
+    declaration = _declaration(root, name, fetch)
+    table = _read_rows(fetch(f"{name}.parquet", limits.MAX_PARQUET_BYTES),
+                       f"{root}: metadata/{name}.parquet", sum(e["nsamples"] for e in entries))
+    files = _shard_files(root, name, entries, table, split)
+    published = load_json(fetch(f"{name}.stats.json", limits.MAX_STATS_BYTES), f"{root}: metadata/{name}.stats.json")
+    train = published.get("splits", {}).get("train", {}) if isinstance(published, dict) else None
+    return (index.get("name"), declaration, files, train if isinstance(train, dict) else {},
+            _template(root, name, entries, table))
 
 
 def config_names(root: str, fetch) -> dict[str, str]:

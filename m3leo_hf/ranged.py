@@ -21,6 +21,7 @@ from m3leo_hf import reader
 from m3leo_hf.reader import AlignmentError, ShardError, is_url
 
 RUN_BYTES = 32 << 20
+PREALLOCATE_BYTES = 64 << 20  # larger requests grow with what arrives, whatever their size claims
 
 
 def read_range(url: str, offset: int, size: int, *, retries: int = 3,
@@ -50,7 +51,7 @@ def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None) ->
         with urllib.request.urlopen(request, timeout=60) as response:
             if response.status != 206:  # the server ignored Range: skip to offset in the full body
                 _skip(response, offset)
-            return _read_upto(response, size)
+            return _read_into(response, size) if size <= PREALLOCATE_BYTES else _read_upto(response, size)
     if is_url(url):
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
         if "hf" in fs.protocol:  # its buffered file would read ahead a whole block
@@ -69,6 +70,20 @@ def _skip(stream, count: int) -> None:
         if not got:
             raise reader._RemoteEOF(f"ended before byte {count}")
         count -= got
+
+
+def _read_into(stream, size: int) -> bytearray:
+    """At most ``size`` bytes of ``stream`` read into one buffer (no per-chunk copies), fewer if it ends first."""
+    data = bytearray(size)
+    view, filled = memoryview(data), 0
+    while filled < size:
+        count = stream.readinto(view[filled:])
+        if not count:
+            view.release()
+            del data[filled:]
+            return data
+        filled += count
+    return data
 
 
 def _read_upto(stream, size: int) -> bytearray:
@@ -104,11 +119,11 @@ def members(data: bytearray, url: str, base: int) -> Iterator[dict]:
         position = start + info.size + (-info.size % tarfile.BLOCKSIZE)
 
 
-def runs(wanted: Sequence[int], offsets: np.ndarray, sizes: np.ndarray) -> list[list[int]]:
-    """``wanted`` (increasing sample indices) cut into runs of consecutive samples of at most ``RUN_BYTES``."""
+def runs(wanted: Sequence[int], offsets: np.ndarray, sizes: np.ndarray, limit: int = RUN_BYTES) -> list[list[int]]:
+    """``wanted`` (increasing sample indices) cut into runs of consecutive samples of at most ``limit`` bytes."""
     out: list[list[int]] = []
     for index in wanted:
-        if out and index == out[-1][-1] + 1 and offsets[index] + sizes[index] - offsets[out[-1][0]] <= RUN_BYTES:
+        if out and index == out[-1][-1] + 1 and offsets[index] + sizes[index] - offsets[out[-1][0]] <= limit:
             out[-1].append(index)
         else:
             out.append([index])

@@ -359,7 +359,10 @@ def _skip_to(reader: "RetryingReader", position: int, url: str, index: int) -> N
 
 
 def _read_exact(reader: RetryingReader, size: int) -> np.ndarray:
-    """``size`` bytes of ``reader`` in an uninitialised uint8 array; shorter only at the end of the source."""
+    """``size`` bytes of ``reader`` in an uninitialised uint8 array (a view when the reader holds its bytes
+    already, ``prefetch.MemoryReader``); shorter only at the end of the source."""
+    if hasattr(reader, "view"):
+        return reader.view(size)
     buffer = np.empty(size, dtype=np.uint8)
     filled = 0
     while filled < size:

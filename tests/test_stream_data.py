@@ -22,6 +22,7 @@ import torch
 from huggingface_hub import HfApi
 
 import m3leo_hf
+from m3leo_hf import prefetch
 from local_hub import TEST_TOKEN, LocalHub
 from m3leo_hf import reader
 from m3leo_hf.transforms import IGNORE_INDEX
@@ -171,7 +172,7 @@ def npy_member(region: Path) -> int:
     return next(m["offset"] for m in row(region, "train-000001.tar", 1)["members"] if m["name"] == "s1grd.npy")
 
 
-@pytest.mark.parametrize("damage,message,verify", [
+DAMAGES = [
     (lambda r: (r / S1GRD / "train-000001.tar").write_bytes((r / S1GRD / "train-000001.tar").read_bytes()[:30000]),
      r"train-000001\.tar: .*(unexpected end|truncated)", False),
     (lambda r: flip(r / S1GRD / "train-000001.tar", row(r, "train-000001.tar", 1)["offset"] + 100),
@@ -182,7 +183,10 @@ def npy_member(region: Path) -> int:
      r"train-000001\.tar: sha256 .* does not match the index", True),
     (lambda r: shutil.copy(r / ESAWC / "train-000002.tar", r / ESAWC / "train-000001.tar"),
      rf"{ESAWC}/train-000001\.tar: sample 0 is '[0-9a-f]+', the index says", False),
-])
+]
+
+
+@pytest.mark.parametrize("damage,message,verify", DAMAGES)
 def test_corrupt_shard_is_a_clear_error(tmp_path, stream_shards, damage, message, verify):
     region = corrupted(tmp_path, stream_shards, damage)
     data = m3leo_hf.stream(region, modalities=["s1grd", "esaworldcover"], shuffle=False, verify_checksums=verify)
@@ -242,11 +246,33 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(data)
 
 
-@pytest.mark.parametrize("ranges", [False, True])
-def test_http_root_streams_like_local(stream_shards, ranges):
+def serve(folder: Path, ranges: bool = True) -> tuple[http.server.ThreadingHTTPServer, type]:
     handler = type("H", (Handler,), {"ranges": ranges, "ranged": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(stream_shards)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, handler
+
+
+@pytest.mark.parametrize("damage,message,verify", DAMAGES)
+def test_corrupt_shard_over_http_is_the_same_clear_error(tmp_path, stream_shards, damage, message, verify):
+    """Remote roots read by prefetched chunks (or whole streamed shards when verifying) check what local reads do."""
+    region = corrupted(tmp_path, stream_shards, damage)
+    server, _ = serve(tmp_path)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/conus"
+        data = m3leo_hf.stream(url, modalities=["s1grd", "esaworldcover"], shuffle=False, verify_checksums=verify)
+        with pytest.raises(m3leo_hf.ShardError, match=message.replace("unexpected end", "unexpected end|source ends")):
+            list(data)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("ranges, chunk", [(False, None), (True, None), (True, 1)])
+def test_http_root_streams_like_local(stream_shards, ranges, chunk, monkeypatch):
+    if chunk is not None:  # one sample a request, one request ahead: the prefetch order and its bounds
+        monkeypatch.setattr(prefetch, "CHUNK_BYTES", chunk)
+        monkeypatch.setattr(prefetch, "AHEAD_BYTES", chunk)
+    server, handler = serve(stream_shards, ranges)
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         options = dict(modalities=["s1grd", "s2rgbm"], seed=3, batch_size=2, shuffle_buffer=3, spatial_size=32)

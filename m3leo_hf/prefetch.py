@@ -1,0 +1,86 @@
+"""Remote reads ahead: the wanted samples cut into chunks of consecutive samples, each chunk of each modality
+fetched by one bounded Range request in a thread pool, chunks ahead up to a byte budget, so that the
+latency of one request overlaps the transfer and decoding of others. Each sample is then checked exactly
+as a streamed read checks it (``reader._read_sample``: member names and sizes against the index, the json
+member's sha256)."""
+
+from __future__ import annotations
+
+import tarfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+
+import numpy as np
+
+from m3leo_hf import reader
+from m3leo_hf.ranged import read_range
+from m3leo_hf.reader import ShardError, ShardFile
+
+T = TypeVar("T")
+CHUNK_BYTES = 16 << 20   # bytes of one request (one sample at least)
+AHEAD_BYTES = 128 << 20  # bytes requested and not yet consumed, per process
+THREADS = 8              # requests in flight
+
+
+class MemoryReader:
+    """What ``reader._read_sample`` reads through (``position``, ``skip``, ``view``) over bytes fetched from
+    byte ``start`` of a shard: members are views of those bytes, not copies."""
+
+    def __init__(self, data: bytearray, start: int):
+        self._data, self._start, self.position = memoryview(data), start, start
+
+    def skip(self, count: int) -> None:
+        self.position += count
+
+    def view(self, size: int):
+        """The next ``size`` bytes (fewer at the end) as a writable uint8 array over the fetched buffer, no copy."""
+        at = self.position - self._start
+        count = max(0, min(size, len(self._data) - at))
+        self.position += count
+        return np.frombuffer(self._data, dtype=np.uint8, count=count, offset=at)
+
+
+def fetch_samples(shard: ShardFile, keys: Sequence[str], indices: Sequence[int], *, retries: int = 3,
+                  storage_options: Mapping | None = None) -> list[tuple[int, dict]]:
+    """The raw samples at ``indices`` (consecutive) of ``shard``, read with one request and checked."""
+    start = int(shard.offsets[indices[0]])
+    end = int(shard.offsets[indices[-1]] + sample_bytes(shard, indices[-1]))
+    index = indices[0]
+    try:
+        source = MemoryReader(read_range(shard.url, start, end - start, retries=retries,
+                                         storage_options=storage_options), start)
+        out = []
+        for index in indices:
+            out.append((index, reader._read_sample(source, shard, keys, index, False)))
+        return out
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ShardError(f"{shard.url}: cannot read sample {index} ({keys[index]}): {exc}") from exc
+
+
+def sample_bytes(shard: ShardFile, index: int) -> int:
+    """Bytes from sample ``index``'s first header to the end of its last member."""
+    last = int(shard.member_start[index + 1]) - 1
+    return int(shard.member_offsets[last] + shard.member_sizes[last] - shard.offsets[index])
+
+
+def in_order(tasks: Iterable[tuple[int, Callable[[], T]]], ahead_bytes: int = AHEAD_BYTES,
+             threads: int = THREADS) -> Iterator[T]:
+    """The results of ``tasks`` (``(bytes, function)``), in order, computed by a thread pool with at most
+    ``ahead_bytes`` of them requested and not yet yielded (always one at least); errors raised in order."""
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="m3leo-prefetch")
+    pending: deque = deque()
+    tasks = iter(tasks)
+    upcoming, in_flight = next(tasks, None), 0
+    try:
+        while upcoming is not None or pending:
+            while upcoming is not None and (not pending or in_flight + upcoming[0] <= ahead_bytes):
+                size, function = upcoming
+                pending.append((size, pool.submit(function)))
+                in_flight += size
+                upcoming = next(tasks, None)
+            size, future = pending.popleft()
+            in_flight -= size
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
