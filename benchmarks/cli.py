@@ -26,6 +26,7 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.data import Config, Inputs, chip_files, ensure_shards, prepare, write_cards
+from benchmarks.delayed_server import DelayedServer
 
 REPO = Path(__file__).resolve().parent.parent
 CASE_TIMEOUT_S = 600
@@ -57,6 +58,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the worker cases")
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all read cases, alternating them")
     parser.add_argument("--passes", type=int, default=3, help="timed passes (epochs) per case and round")
+    parser.add_argument("--latency-ms", type=float, default=50.0,
+                        help="delay of every request of the remote cases' HTTP server (negative: no remote cases)")
     parser.add_argument("--cases", nargs="+", help="run only these cases (names as in the report JSON)")
     parser.add_argument("--profile", action="store_true", help="cProfile each case into <out>/profiles/")
     parser.add_argument("--results-dir", type=Path,
@@ -64,10 +67,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+REMOTE_READERS = [  # (case, label): the same cases reading region URLs of the delayed HTTP server
+    ("ours", "**ours, remote**: the same `stream(...)` on `http://` region roots"),
+    ("webdataset", "stock webdataset on `http://` shard URLs (curl)"),
+    ("datasets", "stock `datasets` streaming, `webdataset` builder on `http://` shard URLs (fsspec)"),
+]
+
+
 def cases(args: argparse.Namespace) -> list[dict]:
-    """Every case: name, kind, case function, label and parameter overrides."""
-    reads = [{"name": f"{case}_w{workers}", "kind": "read", "case": case, "label": label, "workers": workers}
-             for case, label in READERS for workers in (0, args.workers)]
+    """Every case: name, kind, case function, row (of the report), label and parameter overrides."""
+    reads = [{"name": f"{case}_w{workers}", "kind": "read", "case": case, "row": case, "label": label,
+              "workers": workers} for case, label in READERS for workers in (0, args.workers)]
+    if args.latency_ms >= 0:
+        reads += [{"name": f"{case}_remote_w{workers}", "kind": "read", "case": case, "row": f"{case}_remote",
+                   "label": f"{label}, {args.latency_ms:g} ms a request", "workers": workers, "remote": True}
+                  for case, label in REMOTE_READERS for workers in (0, args.workers)]
     return [
         {"name": "copy", "kind": "build", "case": "copy", "label": "plain copy (shutil.copy of each chip file)"},
         {"name": "build", "kind": "build", "case": "build", "label": "m3leo-shard build, 1 worker", "workers": 1},
@@ -103,12 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     base = read_params(args, config, inputs, datasets_mode, say)
     reads = [c for c in all_cases if c["kind"] == "read" and (not selected or c["name"] in selected)]
     rounds: dict[str, list[dict]] = {c["name"]: [] for c in reads}
-    for number in range(args.rounds):
-        shift = number % max(len(reads), 1)
-        for case in reads[shift:] + reads[:shift]:  # each round starts one case later
-            roots = base["roots"][: case.get("regions", len(config.regions))]
-            params = {**base, "roots": roots, "workers": case["workers"]}
-            rounds[case["name"]].append(run_case(case, params, args, inputs, f"round {number + 1}/{args.rounds}"))
+    with DelayedServer(inputs.shards, max(args.latency_ms, 0) / 1000) as server:  # its own threads, not the cases'
+        for number in range(args.rounds):
+            shift = number % max(len(reads), 1)
+            for case in reads[shift:] + reads[:shift]:  # each round starts one case later
+                roots = base["roots"][: case.get("regions", len(config.regions))]
+                params = {**base, "roots": roots, "workers": case["workers"]}
+                if case.get("remote"):
+                    params.update(local_roots=roots, roots=[f"{server.url}/{Path(r).name}" for r in roots],
+                                  datasets_mode="files")
+                rounds[case["name"]].append(run_case(case, params, args, inputs,
+                                                     f"round {number + 1}/{args.rounds}"))
     for case in reads:
         results[case["name"]] = {**summarise(rounds[case["name"]]), "subset": "regions" in case}
     meta = _meta(args, config, inputs, base, datasets_note, load_before, time.perf_counter() - started)
@@ -225,6 +244,10 @@ def _meta(args: argparse.Namespace, config: Config, inputs: Inputs, base: dict, 
                    f"importing numpy + torch) to its first batch; peak RSS = VmHWM of the main process + the "
                    f"largest summed RSS of its workers sampled every 0.2 s (pages shared with the main process "
                    f"are counted in both), the largest over rounds"),
+        "remote": ("no remote cases" if args.latency_ms < 0 else
+                   f"the `_remote` cases read the same shards from benchmarks.delayed_server on 127.0.0.1 (a "
+                   f"process of the benchmark, not the case's), which answers every request {args.latency_ms:g} ms "
+                   f"late"),
         "machine": (f"{os.cpu_count()} CPUs shared with other users, load average {load_before[0]:.1f} before / "
                     f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}, torch "
                     f"{installed('torch')}, datasets {installed('datasets')}, webdataset {installed('webdataset')}, "

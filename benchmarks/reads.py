@@ -33,6 +33,14 @@ def folder(modality: str) -> str:
 Pass = Callable[[], Iterator[dict]]
 
 
+def shard_urls(params: dict, modality: str) -> list[str]:
+    """The split's tar files of ``modality`` in every root: paths, or URLs under the remote ``roots`` (listed
+    from ``local_roots``, the folders the server serves)."""
+    local = params.get("local_roots", params["roots"])
+    return [f"{root}/{folder(modality)}/{path.name}" for root, base in zip(params["roots"], local)
+            for path in sorted(Path(base, folder(modality)).glob(f"{params['split']}-*.tar"))]
+
+
 def _user_transform(params: dict) -> UserTransform:
     return UserTransform(params["modalities"], params["stats"], params["spatial_size"])
 
@@ -109,8 +117,7 @@ def webdataset_zip(params: dict) -> Pass:
     import webdataset as wds
 
     modalities, transform = params["modalities"], _user_transform(params)
-    urls = {m: [str(p) for root in params["roots"] for p in sorted(Path(root, folder(m)).glob(f"{params['split']}-*.tar"))]
-            for m in modalities}
+    urls = {m: shard_urls(params, m) for m in modalities}
 
     class Zipped(IterableDataset):
         def __iter__(self) -> Iterator[dict]:
@@ -140,8 +147,8 @@ def stock_datasets(params: dict) -> Pass:
     def load(root: str, modality: str):
         if params["datasets_mode"] == "card":
             return load_dataset(root, modality, split=split, streaming=True)
-        files = sorted(str(p) for p in Path(root, folder(modality)).glob(f"{split}-*.tar"))
-        return load_dataset("webdataset", data_files={split: files}, split=split, streaming=True)
+        return load_dataset("webdataset", data_files={split: shard_urls({**params, "roots": [root]}, modality)},
+                            split=split, streaming=True)
 
     per_modality = [concatenate_datasets([load(root, m) for root in params["roots"]]).with_format("numpy")
                     for m in modalities]

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:  # pillow is imported when a picture is drawn: streaming does not pay for it
+    from PIL import Image
 
 from builders.declarations import Modality
 from builders.registry import GUNW_FAMILIES, get_modality
@@ -86,6 +89,8 @@ def plot(sample: Mapping, path: str | os.PathLike | None = None, tile: int = 256
 
 def grid(tiles: Sequence[tuple[np.ndarray, str]], columns: int, title: str = "") -> Image.Image:
     """Tiles (equal-size RGB arrays) in rows of ``columns``, each captioned below, on white."""
+    from PIL import Image, ImageDraw
+
     height, width = tiles[0][0].shape[:2]
     caption, gap, top = 14, 4, 18 if title else 0
     rows = -(-len(tiles) // columns)
@@ -102,6 +107,8 @@ def grid(tiles: Sequence[tuple[np.ndarray, str]], columns: int, title: str = "")
 
 
 def resize(array: np.ndarray, size: int = TILE) -> np.ndarray:
+    from PIL import Image
+
     return np.asarray(Image.fromarray(array).resize((size, size), Image.Resampling.NEAREST))
 
 

@@ -342,7 +342,7 @@ def test_streaming_imports_neither_pandas_nor_pyarrow_compute(built):
     """Their imports were a third of the time to a first batch: the index reads Parquet buffers with numpy."""
     code = (f"import sys, m3leo_hf; next(iter(m3leo_hf.stream({str(built / 'conus')!r}, modalities=['s1grd', "
             f"'esaworldcover'], batch_size=2, normalize=True, spatial_size=32)));"
-            "print(sorted(m for m in ('pandas', 'pyarrow.compute', 'pyarrow.dataset', 'datasets') if m in sys.modules))")
+            "print(sorted(m for m in ('pandas', 'pyarrow.compute', 'pyarrow.dataset', 'datasets', 'PIL') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
