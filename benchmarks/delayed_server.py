@@ -1,11 +1,13 @@
-"""A static HTTP/1.1 server on 127.0.0.1 that answers every request ``delay_s`` late: a remote bucket or the
-Hub seen from far away. Honours ``Range: bytes=a-b`` / ``bytes=a-`` and ``HEAD``; counts requests."""
+"""A static HTTP/1.1 server on 127.0.0.1 over a folder that answers every request ``delay_s`` late (a remote
+bucket or the Hub seen from far away; 0 for none). Honours ``Range: bytes=a-b`` / ``bytes=a-`` and ``HEAD``,
+and records what a reader really fetched: ``requests`` (path, Range header) and ``sent`` body bytes per path."""
 
 from __future__ import annotations
 
 import re
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -19,10 +21,12 @@ class _Server(ThreadingHTTPServer):
 
 
 class DelayedServer:
-    """``with DelayedServer(folder, 0.05) as server: server.url``; ``server.requests`` counts requests."""
+    """``with DelayedServer(folder, 0.05) as server: server.url``."""
 
-    def __init__(self, folder: Path, delay_s: float):
-        self.folder, self.delay_s, self.requests = Path(folder).resolve(), delay_s, 0
+    def __init__(self, folder: Path, delay_s: float = 0.0):
+        self.folder, self.delay_s = Path(folder).resolve(), delay_s
+        self.requests: list[tuple[str, str]] = []
+        self.sent: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -38,6 +42,11 @@ class DelayedServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sent.clear()
+            self.requests.clear()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -55,10 +64,9 @@ class DelayedServer:
                 self._answer(body=True)
 
             def _answer(self, body: bool) -> None:
-                with server._lock:
-                    server.requests += 1
                 time.sleep(server.delay_s)
-                path = (server.folder / unquote(urlsplit(self.path).path).lstrip("/")).resolve()
+                relative = unquote(urlsplit(self.path).path).lstrip("/")
+                path = (server.folder / relative).resolve()
                 if server.folder not in path.parents or not path.is_file():
                     self.send_response(404)
                     self.send_header("Content-Length", "0")
@@ -73,6 +81,8 @@ class DelayedServer:
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Length", str(max(end - start, 0)))
                 self.end_headers()
+                with server._lock:
+                    server.requests.append((relative, self.headers.get("Range", "")))
                 if not body:
                     return
                 with path.open("rb") as handle:
@@ -81,6 +91,8 @@ class DelayedServer:
                     try:
                         while remaining > 0:
                             chunk = handle.read(min(1 << 20, remaining))
+                            with server._lock:  # counted before sending: a client never sees a stale count
+                                server.sent[relative] += len(chunk)
                             self.wfile.write(chunk)
                             remaining -= len(chunk)
                     except (BrokenPipeError, ConnectionResetError):
