@@ -6,11 +6,13 @@ process moves a file descriptor instead of copying the batch (what ``default_col
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
+
+from m3leo_hf.recycle import shared_empty
 
 
 TAIL_PART = "__tail_part__"  # key marking a worker's tail part of an epoch's last batches (planning.split_tail)
@@ -25,17 +27,22 @@ def to_torch(value: Any) -> Any:
     return value
 
 
-def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None = None) -> dict:
-    """Stack equal-shaped arrays (tensor ``(B, ...)``), flags into bool tensors, keep strings and
-    ``meta`` as lists. Different shapes raise ``ValueError`` naming the field and the chips."""
+Allocate = Callable[[str, tuple, np.dtype], torch.Tensor]  # (field path, shape, dtype) -> uninitialised tensor
+
+
+def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None = None,
+            allocate: Allocate | None = None) -> dict:
+    """Stack equal-shaped arrays (tensor ``(B, ...)``, into ``allocate``'s tensors when given), flags into bool
+    tensors, keep strings and ``meta`` as lists. Different shapes raise ``ValueError`` naming the field and
+    the chips."""
     chips = chips or [sample.get("chip_id", "?") for sample in samples]
     out = {}
     for key, first in samples[0].items():
         values = [sample[key] for sample in samples]
         if isinstance(first, np.ndarray):
-            out[key] = _stack(values, f"{path}{key}", chips)
+            out[key] = _stack(values, f"{path}{key}", chips, allocate)
         elif isinstance(first, dict) and key != "meta":
-            out[key] = collate(values, f"{path}{key}.", chips)
+            out[key] = collate(values, f"{path}{key}.", chips, allocate)
         elif isinstance(first, (bool, np.bool_)):
             out[key] = torch.tensor(values, dtype=torch.bool)
         else:
@@ -43,13 +50,14 @@ def collate(samples: Sequence[dict], path: str = "", chips: Sequence[str] | None
     return out
 
 
-def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> torch.Tensor:
+def _stack(values: list[np.ndarray], name: str, chips: Sequence[str], allocate: Allocate | None) -> torch.Tensor:
     if len({v.shape for v in values}) > 1:
         detail = ", ".join(f"{c}: {tuple(v.shape)}" for c, v in zip(chips, values))
         raise ValueError(f"cannot batch {name!r}: shapes differ ({detail}); pass spatial_size= to centre "
                          f"crop/pad every chip to a fixed size")
     dtype = np.result_type(*values)
-    batch = empty((len(values), *values[0].shape), dtype)
+    shape = (len(values), *values[0].shape)
+    batch = allocate(name, shape, dtype) if allocate is not None else empty(shape, dtype)
     if all(v.dtype == dtype and v.flags.writeable for v in values):  # torch copies with its intra-op threads
         torch.stack([torch.from_numpy(v) for v in values], out=batch)
     else:
@@ -59,11 +67,9 @@ def _stack(values: list[np.ndarray], name: str, chips: Sequence[str]) -> torch.T
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
     """An uninitialised tensor; in shared memory when called in a DataLoader worker."""
-    kind = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=kind)
-    storage = torch.UntypedStorage._new_shared(int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    return torch.empty(0, dtype=kind).set_(storage, 0, shape)
+        return torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype=dtype)).dtype)
+    return shared_empty(shape, dtype)
 
 
 def tail_batches(parts: Sequence[dict], batch_size: int, pin_memory: bool = False) -> Iterator[dict]:

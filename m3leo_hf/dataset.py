@@ -25,6 +25,7 @@ from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
 from m3leo_hf import prefetch
 from m3leo_hf.ranged import read_range, read_runs, runs
 from m3leo_hf.readahead import read_ahead
+from m3leo_hf.recycle import SLOT_KEY, BatchPool, new_flags
 from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, is_url, join, load_json, read_bytes,
                              read_samples)
 from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_file, train_stats
@@ -102,6 +103,9 @@ class M3LEOStream(IterableDataset):
         self._field_limits: dict[str, dict[str, FieldLimit]] = {}
         self.epoch, self._consumed = 0, 0
         self.split_tail = False  # StatefulLoader's even split: see planning.split_tail
+        self.recycle = False  # StatefulLoader's recycled shared-memory batches: see m3leo_hf.recycle
+        self._recycle_flags = new_flags()
+        self._pool: BatchPool | None = None
         self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
 
@@ -159,6 +163,8 @@ class M3LEOStream(IterableDataset):
         share = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
                             seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
         samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, share.positions))
+        if self.recycle and info is not None and self._pool is None:
+            self._pool = BatchPool(self._recycle_flags, worker)
         for item in self._items(samples, len(share.positions) - share.tail, share.part):
             self._move(self.epoch, self._consumed + 1)
             yield item
@@ -174,10 +180,18 @@ class M3LEOStream(IterableDataset):
         for count, sample in enumerate(samples, 1):
             batch.append(sample)
             if len(batch) == self.batch_size or count == whole:
-                yield collate(batch)
+                yield self._collate(batch)
                 batch = []
         if batch:
             yield {**collate(batch), **({TAIL_PART: part} if self.split_tail else {})}
+
+    def _collate(self, batch: list[dict]) -> dict:
+        """A batch, full ones in a recycled shared-memory buffer set when a slot is free (``m3leo_hf.recycle``)."""
+        slot = self._pool.take() if self._pool is not None and len(batch) == self.batch_size else None
+        if slot is None:
+            return collate(batch)
+        return {**collate(batch, allocate=functools.partial(self._pool.buffer, slot)),
+                SLOT_KEY: (self._pool.worker, slot)}
 
     def _ordered(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
         """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer); from

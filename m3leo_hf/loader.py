@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from m3leo_hf.collate import TAIL_PART, tail_batches
 from m3leo_hf.dataset import M3LEOStream
+from m3leo_hf.recycle import SLOT_KEY, hold
 
 
 def _as_is(item: dict) -> dict:
@@ -29,9 +30,12 @@ def _as_is(item: dict) -> dict:
 
 class StatefulLoader:
     """Iterate ``dataset`` through a ``DataLoader(batch_size=None, in_order=True)``; extra keyword
-    arguments (``num_workers``, ``pin_memory``, ``prefetch_factor``...) go to the DataLoader."""
+    arguments (``num_workers``, ``pin_memory``, ``prefetch_factor``...) go to the DataLoader. ``recycle``:
+    workers reuse a few shared-memory buffer sets for full batches, each once every tensor of its previous
+    batch is gone here (``m3leo_hf.recycle``); a tensor kept through its storage alone (``untyped_storage()``,
+    DLPack, a raw pointer) outlives that: clone it, or pass ``recycle=False``."""
 
-    def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, **loader_options):
+    def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, recycle: bool = True, **loader_options):
         fixed = sorted(set(loader_options) & {"batch_size", "batch_sampler", "sampler", "shuffle", "in_order",
                                               "collate_fn"})
         if fixed:
@@ -40,6 +44,7 @@ class StatefulLoader:
         self.epoch, self.batches = dataset.epoch, 0
         self._loader: DataLoader | None = None
         dataset.split_tail = num_workers > 1
+        dataset.recycle = recycle and num_workers > 0  # see m3leo_hf.recycle
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -68,14 +73,16 @@ class StatefulLoader:
         plan = self.dataset.plan(self.epoch, max(self.num_workers, 1))
         skip = max(0, self.batches - sum(plan.worker_batches))  # tail batches already consumed
         parts: list[dict] = []
+        pin = bool(self.options.get("pin_memory")) and torch.accelerator.is_available()
         for batch in self._loader:
+            if SLOT_KEY in batch:  # released for reuse when the batch's tensors are gone
+                batch = hold(batch, self.dataset._recycle_flags, pinned=pin)
             if TAIL_PART not in batch:
                 self.batches += 1
                 yield batch
                 continue
             parts.append(batch)
             if len(parts) == plan.tail_parts:
-                pin = bool(self.options.get("pin_memory")) and torch.accelerator.is_available()
                 for joined in list(tail_batches(parts, plan.batch_size, pin))[skip:]:
                     self.batches += 1
                     yield joined

@@ -3,6 +3,8 @@ position, the even split of an epoch's last batches and the read-ahead thread.""
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
 
@@ -117,3 +119,53 @@ def test_read_ahead_raises_errors_in_order_and_stops_its_thread():
 def test_batch_tensor_dtypes_match_the_samples():
     batch = collate([{"chip_id": "a", "x": np.ones(3, np.int16)}, {"chip_id": "b", "x": np.ones(3, np.int16)}])
     assert batch["x"].dtype == torch.int16 and batch["x"].shape == (2, 3)
+
+
+def tensors_of(batch: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, dict) and key != "meta":
+            out.update({f"{key}.{k}": v for k, v in tensors_of(value).items()})
+        elif isinstance(value, torch.Tensor):
+            out[key] = value
+    return out
+
+
+def segment(tensor: torch.Tensor) -> int:
+    """The inode of the shared-memory file behind ``tensor``: the same for a recycled buffer set."""
+    fd, _ = tensor.untyped_storage()._share_fd_cpu_()
+    return os.fstat(fd).st_ino
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_recycled_batches_are_never_overwritten_while_held(stream_shards, persistent):
+    """Two epochs, every other batch kept and the others dropped at once (their slots are reused): the kept
+    ones still hold the bytes of a run without recycling; a view outlives its batch; slots come back once
+    the batches are gone."""
+    options = dict(modalities=MODALITIES, batch_size=2, spatial_size=32, normalize=True, seed=1)
+    fresh = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots(stream_shards), **options), num_workers=2, recycle=False,
+                                    persistent_workers=persistent)
+    expected = [[{k: v.clone() for k, v in tensors_of(b).items()} for b in fresh] for _ in range(2)]
+    data = m3leo_hf.stream(roots(stream_shards), **options)
+    loader = m3leo_hf.StatefulLoader(data, num_workers=2, persistent_workers=persistent)
+    kept, segments = [], []
+    for epoch in range(2):
+        for number, batch in enumerate(loader):
+            segments.append(segment(batch["s1grd"]))
+            if number % 2 == 0:
+                kept.append((epoch, number, batch))
+            del batch
+    assert len(set(segments)) < len(segments)  # buffer sets were reused
+    view = kept[0][2]["s1grd"][0, :2]
+    copy = view.clone()
+    del kept[0]
+    for epoch, number, batch in kept:
+        got = tensors_of(batch)
+        assert all(torch.equal(got[k], v) for k, v in expected[epoch][number].items()), (epoch, number)
+    assert torch.equal(view, copy)
+    del kept, batch, got
+    gc.collect()
+    assert int(data._recycle_flags.sum()) <= 1  # the view's batch only
+    del view
+    gc.collect()
+    assert int(data._recycle_flags.sum()) == 0
