@@ -106,6 +106,8 @@ class M3LEOStream(IterableDataset):
         self.recycle = False  # StatefulLoader's recycled shared-memory batches: see m3leo_hf.recycle
         self._recycle_flags = new_flags()
         self._pool: BatchPool | None = None
+        self._remote = any(is_url(root) for root in self.roots)
+        self._primed: tuple | None = None  # a worker's reads of its next epoch, started at the end of one
         self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
 
@@ -162,13 +164,36 @@ class M3LEOStream(IterableDataset):
         plan = self.plan(self.epoch, workers)
         share = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
                             seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
-        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(plan, share.positions))
+        source = self._primed_source((self.epoch, worker, workers), share.positions) or self._source(
+            plan, share.positions)
+        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(share.positions, source))
         if self.recycle and info is not None and self._pool is None:
             self._pool = BatchPool(self._recycle_flags, worker)
         for item in self._items(samples, len(share.positions) - share.tail, share.part):
             self._move(self.epoch, self._consumed + 1)
             yield item
         self._move(self.epoch + 1, 0)
+        if info is not None and self._remote:  # a worker: start the next epoch's requests now
+            plan = self.plan(self.epoch, workers)
+            share = plan_worker(plan, worker=worker, consumed=0, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+                                epoch=self.epoch, rank=self._distribution()[0])
+            self._primed = ((self.epoch, worker, workers), share.positions, self._source(plan, share.positions))
+
+    def _primed_source(self, key: tuple, positions: np.ndarray) -> Iterator | None:
+        """The reads a worker started at the end of the previous epoch, when this iteration is the one they
+        are for (same epoch, worker and worker count, from its start); else they are stopped."""
+        primed, self._primed = self._primed, None
+        if primed is None:
+            return None
+        if primed[0] == key and self._consumed == 0 and np.array_equal(primed[1], positions):
+            return primed[2]
+        primed[2].close()
+        return None
+
+    def _source(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
+        """Joined raw samples of ``positions`` in ascending order; from remote roots by a read-ahead thread,
+        started now (local reads come from the page cache: a thread would only contend for the GIL)."""
+        return read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD if self._remote else 0)
 
     def _items(self, samples: Iterator[dict], whole: int, part: int) -> Iterator[dict]:
         """Samples, or batches of the first ``whole`` samples then the rest as tail part ``part``
@@ -193,25 +218,25 @@ class M3LEOStream(IterableDataset):
         return {**collate(batch, allocate=functools.partial(self._pool.buffer, slot)),
                 SLOT_KEY: (self._pool.worker, slot)}
 
-    def _ordered(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
-        """Joined raw samples in ``positions`` order, read in ascending order (a shuffle buffer); from
-        remote roots by a read-ahead thread (local reads come from the page cache: a thread would
-        only contend for the GIL)."""
-        remote = any(is_url(root) for root in self.roots)
-        source = read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD if remote else 0)
+    @staticmethod
+    def _ordered(positions: np.ndarray, source: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:
+        """Joined raw samples in ``positions`` order from ``source`` (ascending order): a shuffle buffer."""
         pending: dict[int, dict] = {}
-        for position in positions.tolist():
-            while position not in pending:
-                got, raw = next(source)
-                pending[got] = raw
-            yield position, pending.pop(position)
-        for _ in source:  # nothing left to yield: lets the last shard run finish its checksum verification
-            pass
+        try:
+            for position in positions.tolist():
+                while position not in pending:
+                    got, raw = next(source)
+                    pending[got] = raw
+                yield position, pending.pop(position)
+            for _ in source:  # nothing left to yield: lets the last shard run finish its checksum verification
+                pass
+        finally:
+            source.close()
 
     def _ascending(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
         """Read ``positions`` (sorted) shard run by shard run, all modalities in lockstep; from remote roots
         (unless whole shards are verified) by chunks requested ahead in parallel (``m3leo_hf.prefetch``)."""
-        if any(is_url(root) for root in self.roots) and not self.verify:
+        if self._remote and not self.verify:
             yield from self._prefetched(plan, positions)
             return
         for run in _runs(plan, positions):

@@ -1,6 +1,7 @@
 """Read ahead: iterate a reading generator in a background thread, a bounded number of items ahead,
 so the next samples' (and the next shard's) bytes are read while the current ones are decoded and
-transformed. Reads release the GIL, so this overlaps I/O with work even in one process."""
+transformed. Reads release the GIL, so this overlaps I/O with work even in one process. The thread
+starts when ``read_ahead`` is called, so a stream can start the next epoch's reads before it begins."""
 
 from __future__ import annotations
 
@@ -13,45 +14,53 @@ _END = object()
 POLL_S = 0.1
 
 
-def read_ahead(items: Generator[T, None, None], depth: int) -> Iterator[T]:
-    """``items``, produced up to ``depth`` ahead by a thread; its errors are raised here. Closing
-    this iterator stops the thread, which closes ``items`` (its files) before this returns."""
-    if depth < 1:
-        yield from items
-        return
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+class ReadAhead(Iterator[T]):
+    """``items``, produced up to ``depth`` ahead by a thread started now; its errors are raised here.
+    ``close()`` stops the thread, which closes ``items`` (its files) before it returns."""
 
-    def put(entry: tuple) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Generator[T, None, None], depth: int):
+        self._items, self._buffer, self._stop = items, queue.Queue(maxsize=depth), threading.Event()
+        self._done = False
+        self._thread = threading.Thread(target=self._produce, name="m3leo-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, entry: tuple) -> bool:
+        while not self._stop.is_set():
             try:
-                buffer.put(entry, timeout=POLL_S)
+                self._buffer.put(entry, timeout=POLL_S)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if not put((item, None)):
+            for item in self._items:
+                if not self._put((item, None)):
                     return
-            put((_END, None))
+            self._put((_END, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put((_END, exc))
+            self._put((_END, exc))
         finally:
-            items.close()
+            self._items.close()
 
-    thread = threading.Thread(target=produce, name="m3leo-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = buffer.get()
+    def __next__(self) -> T:
+        if self._done:
+            raise StopIteration
+        item, error = self._buffer.get()
+        if error is not None or item is _END:
+            self.close()
             if error is not None:
                 raise error
-            if item is _END:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        self._stop.set()
+        self._thread.join()
+
+
+def read_ahead(items: Generator[T, None, None], depth: int) -> Iterator[T]:
+    """``items`` read ``depth`` ahead by a ``ReadAhead`` thread, or ``items`` itself when ``depth < 1``."""
+    return ReadAhead(items, depth) if depth >= 1 else items

@@ -288,6 +288,35 @@ def test_http_root_streams_like_local(stream_shards, ranges, chunk, monkeypatch)
         server.shutdown()
 
 
+def test_http_root_with_persistent_workers_over_epochs_and_a_resume(stream_shards):
+    """Workers start the next epoch's requests at the end of one: used when the next iteration starts there,
+    dropped when it does not (a resumed position), and the batches are the local ones either way."""
+    server, _ = serve(stream_shards)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        options = dict(modalities=["s1grd", "esaworldcover"], batch_size=2, spatial_size=32, seed=5)
+
+        def epochs(roots_: list[str], count: int, resume: dict | None = None) -> list[list[str]]:
+            loader = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots_, **options), num_workers=2,
+                                             persistent_workers=True)
+            if resume:
+                loader.load_state_dict(resume)
+            return [[c for batch in loader for c in batch["chip_id"]] for _ in range(count)]
+
+        local = epochs(roots(stream_shards), 4)
+        assert epochs([f"{base}/{r}" for r in REGIONS], 3) == local[:3]
+        state = {"epoch": 1, "batches": 1, "seed": 5, "world_size": 1, "batch_size": 2, "num_workers": 2}
+        resumed = epochs([f"{base}/{r}" for r in REGIONS], 3, resume=state)
+        assert resumed == [local[1][2:], local[2], local[3]]
+        loader = m3leo_hf.StatefulLoader(m3leo_hf.stream([f"{base}/{r}" for r in REGIONS], **options), num_workers=2,
+                                         persistent_workers=True)
+        assert [c for batch in loader for c in batch["chip_id"]] == local[0]  # workers now read epoch 1 ahead
+        loader.load_state_dict({**state, "epoch": 2})  # not epoch 1's start: those reads are dropped
+        assert [c for batch in loader for c in batch["chip_id"]] == local[2][2:]
+    finally:
+        server.shutdown()
+
+
 def test_hub_roots_https_resolve_and_hf(stream_shards, local_hub: LocalHub):
     api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
     api.create_repo("m3leo/conus", repo_type="dataset")
