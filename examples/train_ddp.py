@@ -10,6 +10,7 @@ collectives of DDP never wait on a rank that ran out of data.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 import torch
@@ -80,6 +81,12 @@ def main() -> None:
             if step == args.steps:
                 break
         epoch += 1
+    # Teardown order matters with gloo: a gloo thread still releasing the last all_reduce's tensor needs the GIL,
+    # so the process group must not be destroyed under the GIL before that (DDP's reducer would destroy it so,
+    # as the last holder): drop the model first, then let destroy_process_group release the group.
+    dist.barrier()
+    del model, optimizer
+    gc.collect()
     dist.destroy_process_group()
 
 
