@@ -74,9 +74,10 @@ class M3LEOStream(IterableDataset):
         self.equalize: Equalize = config.equalize
         self.drop_last = config.drop_last
         self.verify, self.retries, self.storage_options = config.verify_checksums, config.retries, config.storage_options
+        self._remote = any(is_url(root) for root in self.roots)
         load = functools.partial(load_region, modalities=self.modalities, split=self.split, retries=self.retries,
                                  storage_options=self.storage_options)
-        if any(is_url(root) for root in self.roots):  # regions' metadata requests at once, not one after another
+        if self._remote:  # regions' metadata requests at once, not one after another
             with ThreadPoolExecutor(min(len(self.roots), 8), thread_name_prefix="m3leo-regions") as pool:
                 self.regions = list(pool.map(load, self.roots))
         else:
@@ -106,7 +107,6 @@ class M3LEOStream(IterableDataset):
         self.recycle = False  # StatefulLoader's recycled shared-memory batches: see m3leo_hf.recycle
         self._recycle_flags = new_flags()
         self._pool: BatchPool | None = None
-        self._remote = any(is_url(root) for root in self.roots)
         self._primed: tuple | None = None  # a worker's reads of its next epoch, started at the end of one
         self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
@@ -162,8 +162,7 @@ class M3LEOStream(IterableDataset):
         if info is not None:  # this copy may be a persistent worker's: follow the main process
             self.epoch, self._consumed = self._shared_position.tolist()
         plan = self.plan(self.epoch, workers)
-        share = plan_worker(plan, worker=worker, consumed=self._consumed, shuffle_buffer=self.shuffle_buffer,
-                            seed=self.seed, epoch=self.epoch, rank=self._distribution()[0])
+        share = self._share(plan, worker, self._consumed)
         source = self._primed_source((self.epoch, worker, workers), share.positions) or self._source(
             plan, share.positions)
         samples = (self._sample(plan, position, raw) for position, raw in self._ordered(share.positions, source))
@@ -175,9 +174,13 @@ class M3LEOStream(IterableDataset):
         self._move(self.epoch + 1, 0)
         if info is not None and self._remote:  # a worker: start the next epoch's requests now
             plan = self.plan(self.epoch, workers)
-            share = plan_worker(plan, worker=worker, consumed=0, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
-                                epoch=self.epoch, rank=self._distribution()[0])
+            share = self._share(plan, worker, 0)
             self._primed = ((self.epoch, worker, workers), share.positions, self._source(plan, share.positions))
+
+    def _share(self, plan: RankPlan, worker: int, consumed: int):
+        """Worker ``worker``'s part of this rank's ``plan`` of the current epoch, from item ``consumed`` on."""
+        return plan_worker(plan, worker=worker, consumed=consumed, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
+                           epoch=self.epoch, rank=self._distribution()[0])
 
     def _primed_source(self, key: tuple, positions: np.ndarray) -> Iterator | None:
         """The reads a worker started at the end of the previous epoch, when this iteration is the one they
@@ -466,8 +469,8 @@ def stream(roots: str | os.PathLike | Sequence[str | os.PathLike] | StreamConfig
     ``"skip"`` (drop chips lacking a modality); ``bands={"s1grd": [names]}``; ``normalize`` (True or
     modality names: published train stats, nodata and NaN -> 0); ``defer`` (yield the stored integers, cropped/
     padded, and leave normalisation and class labels to ``m3leo_hf.normalize_on(stream, device)``: the same
-    tensors, computed on the GPU, with half the bytes or less through shared memory and to the device); ``labels`` (esaworldcover ->
-    ``{"label", "presence"}``); ``spatial_size`` (int, (H, W) or per modality: centre crop/pad);
+    tensors, computed on the GPU, with half the bytes or less through shared memory and to the device);
+    ``labels`` (esaworldcover -> ``{"label", "presence"}``); ``spatial_size`` (int, (H, W) or per modality: centre crop/pad);
     ``rank``/``world_size`` (default: torch.distributed); ``verify_checksums``; ``retries``;
     ``storage_options`` (fsspec); ``datepairs`` (GUNW: fixed-size date-pair selection, so gunw
     batches; ``True`` or ``{"fields": ["unwrappedphase"], "windows": {"short": (0, 60), "medium":

@@ -6,7 +6,7 @@ availability, nodata fractions and summaries) and the ``chips=`` / ``where=`` / 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +14,10 @@ import pyarrow.parquet as pq
 
 from m3leo_hf.reader import join, read_bytes
 
-Where = "pyarrow.compute.Expression | Callable[[pa.Table], object]"  # pyarrow.compute is imported on use
+if TYPE_CHECKING:  # pyarrow.compute is imported where an expression is evaluated: streaming does not pay for it
+    import pyarrow.compute as pc
+
+Where = Union["pc.Expression", Callable[[pa.Table], object]]
 BBox = tuple[float, float, float, float]
 SPLIT_NAMES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 
@@ -110,7 +113,6 @@ class Selection:
 
 def _evaluate(table: pa.Table, expression: pc.Expression, root: str):
     """``expression`` evaluated on every row of ``table`` (a boolean array), unknown columns named."""
-    import pyarrow.compute as pc
     try:
         import pyarrow.dataset as ds
 
