@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import rasterio
-from affine import Affine
 
 from builders import ChipError, get_modality, read_chip
 from shard_tools.build import UnknownFolderError, build
@@ -21,6 +19,7 @@ from shard_tools.cli import main as cli
 from shard_tools.inventory import scan_region
 from shard_tools.lock import BuildLock, BuildLocked
 from shard_tools.verify import verify_region
+from tests.chip_files import write_tif
 from tests.conftest import CHIPS_PER_SHARD, canonical
 
 
@@ -62,14 +61,6 @@ def test_corrupt_files_are_named_and_the_rest_is_kept(pakin, tmp_path, capsys, m
     others = [r for c, r in rows.items() if c != chip_id and inventory.source(canonical(modality), c).status == "file"]
     assert others and all(r["available"] for r in others), "other chips are kept"
     assert verify_region(tmp_path / "out" / "pakin") == []
-
-
-def write_tif(path: Path, array: np.ndarray, names: tuple[str, ...]) -> None:
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype, crs="EPSG:4326", transform=Affine(1 / array.shape[2], 0, 0, 0, -1 / array.shape[1], 1)) as ds:
-        ds.write(array)
-        for index, name in enumerate(names, start=1):
-            ds.set_band_description(index, name)
 
 
 def test_wrong_band_count_dtype_and_band_names(tmp_path):

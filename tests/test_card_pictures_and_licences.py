@@ -9,9 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 import yaml
-from affine import Affine
 from PIL import Image
 
 import m3leo_hf
@@ -22,7 +20,7 @@ from dataset_cards.card import write_card
 from dataset_cards.quicklooks import CHIPS, SPLIT_COLOURS
 from m3leo_hf.plot import TILE
 from shard_tools.build import build
-from shard_tools.inventory import scan_region
+from tests.chip_files import region_with_folder, write_tif
 from tests.conftest import CHIPS_PER_SHARD
 
 pytestmark = pytest.mark.datasets  # cards declare datasets features
@@ -122,20 +120,11 @@ def hostile():
 
 
 def test_values_from_files_cannot_break_the_card(hostile, sample_chips, tmp_path):
-    chips = tmp_path / "chips"
-    shutil.copytree(sample_chips / "pakin", chips / "pakin")
-    inventory = scan_region(chips / "pakin")
-    folder = chips / "pakin" / inventory.stem / hostile.folder
-    folder.mkdir()
+    chips, inventory, folder = region_with_folder(sample_chips, tmp_path, hostile.folder)
     rng = np.random.default_rng(0)
     for chip in inventory.chips:
         array = rng.integers(1, 255, size=(len(HOSTILE_BANDS), 16, 16), dtype=np.uint8)
-        transform = Affine((chip.east - chip.west) / 16, 0, chip.west, 0, -(chip.north - chip.south) / 16, chip.north)
-        with rasterio.open(folder / f"{chip.chip_id}.tif", "w", driver="GTiff", width=16, height=16,
-                           count=len(HOSTILE_BANDS), dtype="uint8", crs="EPSG:4326", transform=transform) as tif:
-            tif.write(array)
-            for index, name in enumerate(HOSTILE_BANDS, start=1):
-                tif.set_band_description(index, name)
+        write_tif(folder / f"{chip.chip_id}.tif", array, HOSTILE_BANDS, (chip.west, chip.south, chip.east, chip.north))
     build(chips, tmp_path / "out", chips_per_shard=CHIPS_PER_SHARD)
     region = tmp_path / "out" / "pakin"
     write_card(region, license="cc-by-4.0")

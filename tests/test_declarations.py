@@ -16,7 +16,6 @@ import pytest
 import rasterio
 import torch
 import yaml
-from affine import Affine
 
 import m3leo_hf
 from builders import Modality, get_modality, read_chip, register
@@ -26,6 +25,7 @@ from dataset_cards.card import write_card
 from shard_tools.build import UnknownFolderError, build
 from shard_tools.cli import main as cli
 from shard_tools.inventory import scan_region
+from tests.chip_files import region_with_folder, write_tif
 from shard_tools.verify import verify_region
 
 # Every folder named in spec §1.7 / §2.3-2.16 (issue 9); the sample already writes the 2020 ones, s1grd-2019,
@@ -45,16 +45,6 @@ CONFIGS = {"s1grd-2018", "s1grd-2019", "s1grd-2020", "s1grd-2021", "s2rgbm-2018"
            "gunw-2018-01-01-2018-03-31", "gunw-2018-11-01-2019-01-31", "gunw-2020-01-01-2020-03-31",
            "gunw-2020-04-01-2020-06-30", "gunw-2020-07-01-2020-09-30", "gunw-2018-01", "gunw-2020-01",
            "gunw48-2018-12", "modis44b006veg", "srtmdem", "lcci-2019", "lcci-2020", "firecci51", "globalfloods-2018"}
-
-
-def write_tif(path: Path, array: np.ndarray, names: list[str], bounds) -> None:
-    west, south, east, north = bounds
-    transform = Affine((east - west) / array.shape[2], 0, west, 0, -(north - south) / array.shape[1], north)
-    with rasterio.open(path, "w", driver="GTiff", width=array.shape[2], height=array.shape[1], count=array.shape[0],
-                       dtype=array.dtype, crs="EPSG:4326", transform=transform) as dataset:
-        dataset.write(array)
-        for index, name in enumerate(names, start=1):
-            dataset.set_band_description(index, name)
 
 
 @pytest.fixture(scope="module")
@@ -200,11 +190,7 @@ def test_a_modality_registered_in_python_builds_with_worker_processes(sample_chi
                     band_names=("BurnDate", "ConfidenceLevel"), description="burn scars", field="burnscars")
     register(burn)
     try:
-        chips = tmp_path / "chips"
-        shutil.copytree(sample_chips / "pakin", chips / "pakin")
-        inventory = scan_region(chips / "pakin")
-        folder = chips / "pakin" / inventory.stem / burn.folder
-        folder.mkdir()
+        chips, inventory, folder = region_with_folder(sample_chips, tmp_path, burn.folder)
         rng = np.random.default_rng(0)
         written = {}
         for chip in inventory.chips[:3]:

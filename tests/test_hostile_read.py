@@ -211,9 +211,9 @@ def test_sample_json_nested_100000_deep(region):
             rf"{re.escape(url)}: member {key}\.json: JSON nested too deeply")
 
 
-def test_npy_claiming_3000_bands_for_s1grd(region):
-    """The 6 KB (3000, 1, 1) int16 array of the issue (s1grd is stored as int16), with its json and the index rewritten to match:
-    refused against the declaration (16 bands) before the 448-px crop/pad could allocate 2.4 GB."""
+def with_3000_bands(region: Path) -> tuple[str, str]:
+    """(shard url, chip id) of an s1grd sample rewritten to a 6 KB (3000, 1, 1) int16 array, its json and the
+    index rewritten to match."""
     url = shard_with_samples(region, S1)
     index = available_index(region, S1, url)
 
@@ -221,7 +221,13 @@ def test_npy_claiming_3000_bands_for_s1grd(region):
         members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.int16))
         return with_json(members, lambda info: info["fields"]["s1grd"].update(shape=[3000, 1, 1]))
 
-    key = rewrite_sample(region, S1, url, index, edit)
+    return url, rewrite_sample(region, S1, url, index, edit)
+
+
+def test_npy_claiming_3000_bands_for_s1grd(region):
+    """The 6 KB (3000, 1, 1) int16 array of the issue (s1grd is stored as int16), with its json and the index rewritten to match:
+    refused against the declaration (16 bands) before the 448-px crop/pad could allocate 2.4 GB."""
+    url, key = with_3000_bands(region)
     refused(streamed(region, spatial_size=448, verify_checksums=True), ".npy header (3000, 1, 1) for s1grd",
             rf"{re.escape(url)}: member {key}\.s1grd\.npy: shape \[3000, 1, 1\] exceeds the plausible \[16, ")
 
@@ -506,14 +512,7 @@ def test_load_refuses_an_array_beyond_the_declaration(region):
     ``load``'s decoder before the 448-px crop/pad."""
     from dataset_cards.card import write_card
 
-    url = shard_with_samples(region, S1)
-    index = available_index(region, S1, url)
-
-    def edit(members):
-        members["s1grd.npy"] = npy_bytes(np.zeros((3000, 1, 1), dtype=np.int16))
-        return with_json(members, lambda info: info["fields"]["s1grd"].update(shape=[3000, 1, 1]))
-
-    key = rewrite_sample(region, S1, url, index, edit)
+    url, key = with_3000_bands(region)
     write_card(region)
     result = run_limited(LOAD.format(root=str(region), normalize=False), limit_mb=LIMIT_MB, timeout_s=TIMEOUT_S)
     refused(result, "load() of a (3000, 1, 1) s1grd chip",
