@@ -7,7 +7,7 @@ import functools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,13 +15,13 @@ import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from builders.declarations import Modality
-from m3leo_hf.collate import TAIL_PART, collate, to_torch
+from m3leo_hf.collate import TAIL_PART, BatchRows, to_torch
 from m3leo_hf.config import StreamConfig
 from m3leo_hf import upstream
 from m3leo_hf.index import AlignedShard, load_region
 from m3leo_hf.modalities import declaration
 from m3leo_hf.limits import FieldLimit, field_limits, stats_problems
-from m3leo_hf.planning import Equalize, RankPlan, plan_rank, plan_worker
+from m3leo_hf.planning import Equalize, RankPlan, WorkerShare, plan_rank, plan_worker
 from m3leo_hf import prefetch
 from m3leo_hf.ranged import read_range, read_runs, runs
 from m3leo_hf.readahead import read_ahead
@@ -30,6 +30,7 @@ from m3leo_hf.reader import (AlignmentError, ShardError, decode, field_problem, 
                              read_samples)
 from m3leo_hf.recipes import RecipeTransform, chip_lonlat, stack_sample, stats_file, train_stats
 from m3leo_hf.selection import Selection, selected
+from m3leo_hf.tail_arena import TailArena
 from m3leo_hf.stages.checks import StoredMismatch
 from m3leo_hf.transforms import ModalityTransform, pool_stats
 
@@ -104,8 +105,9 @@ class M3LEOStream(IterableDataset):
         self._field_limits: dict[str, dict[str, FieldLimit]] = {}
         self.epoch, self._consumed = 0, 0
         self.split_tail = False  # StatefulLoader's even split: see planning.split_tail
-        self.recycle = False  # StatefulLoader's recycled shared-memory batches: see m3leo_hf.recycle
+        self.recycle = False  # StatefulLoader's recycled batches: see m3leo_hf.recycle
         self._recycle_flags = new_flags()
+        self.tail_arenas: tuple[TailArena, ...] = ()  # StatefulLoader's zero-copy tail batches: m3leo_hf.tail_arena
         self._pool: BatchPool | None = None
         self._primed: tuple | None = None  # a worker's reads of its next epoch, started at the end of one
         self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
@@ -166,9 +168,11 @@ class M3LEOStream(IterableDataset):
         source = self._primed_source((self.epoch, worker, workers), share.positions) or self._source(
             plan, share.positions)
         samples = (self._sample(plan, position, raw) for position, raw in self._ordered(share.positions, source))
-        if self.recycle and info is not None and self._pool is None:
-            self._pool = BatchPool(self._recycle_flags, worker)
-        for item in self._items(samples, len(share.positions) - share.tail, share.part):
+        if self.recycle and (self._pool is None or self._pool.pid != os.getpid()):
+            self._pool = BatchPool(self._recycle_flags, worker, shared=info is not None)
+        tail_rows = (plan.tail_ranges[share.part][0] - plan.tail_ranges[0][0],
+                     plan.tail_ranges[-1][1] - plan.tail_ranges[0][0]) if plan.tail_ranges else (0, 0)
+        for item in self._items(samples, share, tail_rows):
             self._move(self.epoch, self._consumed + 1)
             yield item
         self._move(self.epoch + 1, 0)
@@ -198,28 +202,44 @@ class M3LEOStream(IterableDataset):
         started now (local reads come from the page cache: a thread would only contend for the GIL)."""
         return read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD if self._remote else 0)
 
-    def _items(self, samples: Iterator[dict], whole: int, part: int) -> Iterator[dict]:
-        """Samples, or batches of the first ``whole`` samples then the rest as tail part ``part``
-        (a batch marked with ``TAIL_PART``)."""
+    def _items(self, samples: Iterator[dict], share: WorkerShare, tail_rows: tuple[int, int]) -> Iterator[dict]:
+        """Samples, or batches of the share's samples, its last ``share.tail`` as its tail part (at rows
+        ``tail_rows[0]..`` of the ``tail_rows[1]`` the parts make). Each sample is copied into its batch as it
+        comes (``BatchRows``)."""
         if not self.batch_size:
             yield from (to_torch(sample) for sample in samples)
             return
-        batch = []
-        for count, sample in enumerate(samples, 1):
-            batch.append(sample)
-            if len(batch) == self.batch_size or count == whole:
-                yield self._collate(batch)
-                batch = []
-        if batch:
-            yield {**collate(batch), **({TAIL_PART: part} if self.split_tail else {})}
+        whole = len(share.positions) - share.tail
+        done, rows, finish = 0, None, None
+        for sample in samples:
+            if rows is None:
+                rows, finish = (self._batch(min(self.batch_size, whole - done)) if done < whole
+                                else self._tail_part(share, tail_rows))
+            rows.add(sample)
+            done += 1
+            if rows.count == rows.size:
+                yield finish(rows.finish())
+                rows = None
+        if rows is not None and rows.count:
+            yield finish(rows.finish())
 
-    def _collate(self, batch: list[dict]) -> dict:
-        """A batch, full ones in a recycled shared-memory buffer set when a slot is free (``m3leo_hf.recycle``)."""
-        slot = self._pool.take() if self._pool is not None and len(batch) == self.batch_size else None
+    def _batch(self, size: int) -> tuple[BatchRows, Callable[[dict], dict]]:
+        """Rows of a batch, full ones in a recycled shared-memory buffer set when a slot is free
+        (``m3leo_hf.recycle``), and what finishes it."""
+        slot = self._pool.take() if self._pool is not None and size == self.batch_size else None
         if slot is None:
-            return collate(batch)
-        return {**collate(batch, allocate=functools.partial(self._pool.buffer, slot)),
-                SLOT_KEY: (self._pool.worker, slot)}
+            return BatchRows(size), lambda batch: batch
+        return (BatchRows(size, functools.partial(self._pool.buffer, slot)),
+                lambda batch: {**batch, SLOT_KEY: (self._pool.worker, slot)})
+
+    def _tail_part(self, share: WorkerShare, tail_rows: tuple[int, int]) -> tuple[BatchRows, Callable[[dict], dict]]:
+        """Rows of a worker's tail part, at its rows of the epoch's ``TailArena`` when the worker inherited it
+        and no joined tail of it is held (``m3leo_hf.tail_arena``), and what marks it ``TAIL_PART``."""
+        arena = self.tail_arenas[self.epoch % len(self.tail_arenas)] if self.tail_arenas else None
+        if arena is None or get_worker_info() is None or not arena.usable():
+            return BatchRows(share.tail), lambda batch: {**batch, TAIL_PART: share.part}
+        writer = arena.writer(*tail_rows)
+        return BatchRows(share.tail, writer), lambda batch: {**writer.sendable(batch), TAIL_PART: share.part}
 
     @staticmethod
     def _ordered(positions: np.ndarray, source: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict]]:

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 
 from m3leo_hf.collate import TAIL_PART, tail_batches
 from m3leo_hf.dataset import M3LEOStream
-from m3leo_hf.recycle import SLOT_KEY, hold
+from m3leo_hf.recycle import SLOT_KEY, hold, tensors, when_gone
+from m3leo_hf.tail_arena import TailArena
 
 
 def _as_is(item: dict) -> dict:
@@ -32,7 +33,8 @@ class StatefulLoader:
     """Iterate ``dataset`` through a ``DataLoader(batch_size=None, in_order=True)``; extra keyword
     arguments (``num_workers``, ``pin_memory``, ``prefetch_factor``...) go to the DataLoader. ``recycle``:
     workers reuse a few shared-memory buffer sets for full batches, each once every tensor of its previous
-    batch is gone here (``m3leo_hf.recycle``); a tensor kept through its storage alone (``untyped_storage()``,
+    batch is gone here (``m3leo_hf.recycle``), and write the tail parts of an epoch's last batches at their
+    rows of one shared file, mapped here as the joined batch (``m3leo_hf.tail_arena``); a tensor kept through its storage alone (``untyped_storage()``,
     DLPack, a raw pointer) outlives that: clone it, or pass ``recycle=False``."""
 
     def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, recycle: bool = True, **loader_options):
@@ -43,8 +45,9 @@ class StatefulLoader:
         self.dataset, self.num_workers, self.options = dataset, num_workers, loader_options
         self.epoch, self.batches = dataset.epoch, 0
         self._loader: DataLoader | None = None
+        self._arenas: tuple[TailArena, ...] = ()
         dataset.split_tail = num_workers > 1
-        dataset.recycle = recycle and num_workers > 0  # see m3leo_hf.recycle
+        dataset.recycle = recycle  # see m3leo_hf.recycle
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -72,6 +75,8 @@ class StatefulLoader:
                                       collate_fn=_as_is, **self.options)
         plan = self.dataset.plan(self.epoch, max(self.num_workers, 1))
         skip = max(0, self.batches - sum(plan.worker_batches))  # tail batches already consumed
+        if self.dataset.recycle and self.num_workers > 1 and (not self._arenas or not self.options.get("persistent_workers")):
+            self._arenas = self.dataset.tail_arenas = TailArena.pair()  # before the workers fork (below)
         parts: list[dict] = []
         pin = bool(self.options.get("pin_memory")) and torch.accelerator.is_available()
         for batch in self._loader:
@@ -83,7 +88,13 @@ class StatefulLoader:
                 continue
             parts.append(batch)
             if len(parts) == plan.tail_parts:
-                for joined in list(tail_batches(parts, plan.batch_size, pin))[skip:]:
+                joined, arena = tail_batches(parts, plan.batch_size, pin)
+                parts.clear()
+                if arena is not None:  # mapped from the arena: workers may write it again once all are gone
+                    arena.flag[0] = 1
+                    when_gone([t for batch in joined for t in tensors(batch)], arena.release)
+                for batch in joined[skip:]:
                     self.batches += 1
-                    yield joined
+                    yield batch
+                del joined, batch
         self.epoch, self.batches = self.epoch + 1, 0

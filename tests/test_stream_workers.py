@@ -169,3 +169,96 @@ def test_recycled_batches_are_never_overwritten_while_held(stream_shards, persis
     del view
     gc.collect()
     assert int(data._recycle_flags.sum()) == 0
+
+
+def tail_options() -> dict:
+    """17 train chips (missing='skip') in batches of 3 over 2 workers: the last batch is two tail parts."""
+    return dict(modalities=MODALITIES, batch_size=3, spatial_size=16, normalize=True, missing="skip", seed=5)
+
+
+def epochs_without_arena(stream_shards, epochs: int, **options) -> list[list[dict]]:
+    plain = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots(stream_shards), **tail_options()), num_workers=2,
+                                    recycle=False, **options)
+    return [[{k: v.clone() for k, v in tensors_of(b).items()} for b in plain] for _ in range(epochs)]
+
+
+def equal(batch: dict, expected: dict) -> bool:
+    got = tensors_of(batch)
+    return got.keys() == expected.keys() and all(torch.equal(got[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("persistent", [True, False])
+def test_tail_batches_are_mapped_from_the_arena_without_a_copy(stream_shards, persistent):
+    """Each epoch's last batch is the workers' tail parts written at their rows of the loader's arena for the
+    epoch's parity, mapped by the main process (its tensors lie in a mapping of the arena's file); it equals a
+    run without arenas. While epoch 0's tail is held, epoch 1's goes to the other arena, and with persistent
+    workers (one pair of arenas) epoch 2's is joined by copying; the held batches keep their bytes; once all
+    are gone the arenas' pages are freed."""
+    expected = epochs_without_arena(stream_shards, 4, persistent_workers=persistent, **FORK)
+    data = m3leo_hf.stream(roots(stream_shards), **tail_options())
+    loader = m3leo_hf.StatefulLoader(data, num_workers=2, persistent_workers=persistent, **FORK)
+    assert data.plan(0, 2).tail_parts == 2
+    held = [list(loader)]
+    arenas = loader._arenas
+    assert int(arenas[0].flag[0]) == 1 and os.fstat(arenas[0].fd).st_size > 0
+    assert all(in_arena_mapping(t) for t in tensors_of(held[0][-1]).values() if t.numel() and t.dtype != torch.bool)
+    assert not any(in_arena_mapping(t) for t in tensors_of(held[0][0]).values())
+    held += [list(loader), list(loader)]
+    assert (loader._arenas == arenas) == persistent
+    assert [any(in_arena_mapping(t) for t in tensors_of(epoch[-1]).values()) for epoch in held] == [
+        True, True, not persistent]
+    for epoch, batches in enumerate(held):
+        assert all(equal(b, e) for b, e in zip(batches, expected[epoch], strict=True)), epoch
+    del held
+    gc.collect()
+    assert all(int(a.flag[0]) == 0 and os.fstat(a.fd).st_size == 0 for a in arenas)
+    assert all(equal(b, e) for b, e in zip(list(loader), expected[3], strict=True))
+
+
+def in_arena_mapping(tensor: torch.Tensor) -> bool:
+    """Does ``tensor``'s memory lie in a mapping of a tail arena's file (``/proc/self/maps``)?"""
+    address = tensor.data_ptr()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, *rest = line.split()
+            if "memfd:m3leo-tail" in line:
+                low, high = (int(x, 16) for x in span.split("-"))
+                if low <= address < high:
+                    return True
+    return False
+
+
+def test_spawned_workers_send_their_tail_parts_as_tensors(stream_shards):
+    """Spawned workers do not inherit the arena's file: they send their parts, joined by copying, equal."""
+    expected = epochs_without_arena(stream_shards, 1, multiprocessing_context="spawn")
+    data = m3leo_hf.stream(roots(stream_shards), **tail_options())
+    loader = m3leo_hf.StatefulLoader(data, num_workers=2, multiprocessing_context="spawn")
+    got = list(loader)
+    assert all(equal(b, e) for b, e in zip(got, expected[0], strict=True))
+    assert all(int(a.flag[0]) == 0 and os.fstat(a.fd).st_size == 0 for a in loader._arenas)
+
+
+def test_zero_workers_recycle_batches_held_ones_keep_their_bytes(stream_shards):
+    """With 0 workers the main process keeps a few ordinary buffer sets: a dropped batch's memory is reused, a
+    kept batch or a view of a dropped one is never overwritten, and slots come back once all are gone."""
+    options = dict(modalities=MODALITIES, batch_size=2, spatial_size=32, normalize=True, seed=1)
+    fresh = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots(stream_shards), **options), recycle=False)
+    expected = [[{k: v.clone() for k, v in tensors_of(b).items()} for b in fresh] for _ in range(2)]
+    data = m3leo_hf.stream(roots(stream_shards), **options)
+    loader = m3leo_hf.StatefulLoader(data)
+    kept, pointers, view = [], [], None
+    for epoch in range(2):
+        for number, batch in enumerate(loader):
+            pointers.append(batch["s1grd"].data_ptr())
+            if number % 2 == 0:
+                kept.append((epoch, number, batch))
+            elif view is None:
+                view, copy = batch["s1grd"][0, :2], batch["s1grd"][0, :2].clone()
+            del batch
+    assert len(set(pointers)) < len(pointers)  # buffer sets were reused
+    for epoch, number, batch in kept:
+        assert equal(batch, expected[epoch][number]), (epoch, number)
+    assert torch.equal(view, copy)
+    del kept, batch, view
+    gc.collect()
+    assert int(data._recycle_flags.sum()) == 0
