@@ -43,31 +43,33 @@ def _peak_rss_mb() -> float:
 
 
 class _WorkerSampler(threading.Thread):
-    """Largest summed RSS of this process's descendants (DataLoader / pool workers), sampled every
-    ``PERIOD_S``; it counts pages workers share with this process."""
+    """The summed peaks of this process's descendants (DataLoader / pool workers): each one's own ``VmHWM``,
+    read every ``PERIOD_S`` while it lives (it only grows, so a transient peak between reads is counted too);
+    it counts pages workers share with this process."""
 
-    PERIOD_S = 0.2
+    PERIOD_S = 0.05
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.peak, self._done = 0, threading.Event()
+        self.peaks: dict[int, int] = {}
+        self._done = threading.Event()
         self.start()
 
     def run(self) -> None:
         me = psutil.Process()
         while not self._done.wait(self.PERIOD_S):
-            total = 0
             for child in me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
+                    with open(f"/proc/{child.pid}/status") as status:
+                        hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+                except (OSError, StopIteration):
+                    continue
+                self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), hwm)
 
     def stop(self) -> float:
         self._done.set()
         self.join()
-        return self.peak / 2**20
+        return sum(self.peaks.values()) / 1024
 
 
 def _read(spec: dict, profiler: cProfile.Profile | None) -> dict:

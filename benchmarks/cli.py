@@ -242,8 +242,8 @@ def _meta(args: argparse.Namespace, config: Config, inputs: Inputs, base: dict, 
                    f"workers persistent), the round's figure = median pass; reported: median of the rounds "
                    f"and their min-max; first batch = median over rounds, from the case's start (after "
                    f"importing numpy + torch) to its first batch; peak RSS = VmHWM of the main process + the "
-                   f"largest summed RSS of its workers sampled every 0.2 s (pages shared with the main process "
-                   f"are counted in both), the largest over rounds"),
+                   f"VmHWM of each of its workers (read every 0.05 s while it lives; pages shared with the main "
+                   f"process are counted in both), the largest over rounds"),
         "remote": ("no remote cases" if args.latency_ms < 0 else
                    f"the `_remote` cases read the same shards from benchmarks.delayed_server on 127.0.0.1 (a "
                    f"process of the benchmark, not the case's), which answers every request {args.latency_ms:g} ms "
