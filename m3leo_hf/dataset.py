@@ -109,7 +109,7 @@ class M3LEOStream(IterableDataset):
         self._recycle_flags = new_flags()
         self.tail_arenas: tuple[TailArena, ...] = ()  # StatefulLoader's zero-copy tail batches: m3leo_hf.tail_arena
         self._pool: BatchPool | None = None
-        self._primed: tuple | None = None  # a worker's reads of its next epoch, started at the end of one
+        self._primed: tuple | None = None  # a worker's reads of its next epoch, started when one's reads end
         self._shared_position = torch.zeros(2, dtype=torch.int64).share_memory_()
         self._distribution()
 
@@ -164,9 +164,10 @@ class M3LEOStream(IterableDataset):
         if info is not None:  # this copy may be a persistent worker's: follow the main process
             self.epoch, self._consumed = self._shared_position.tolist()
         plan = self.plan(self.epoch, workers)
-        share = self._share(plan, worker, self._consumed)
+        share = self._share(plan, worker, self._consumed, self.epoch)
+        prime = functools.partial(self._prime, self.epoch + 1, worker, workers) if info and self._remote else None
         source = self._primed_source((self.epoch, worker, workers), share.positions) or self._source(
-            plan, share.positions)
+            plan, share.positions, then=prime)
         samples = (self._sample(plan, position, raw) for position, raw in self._ordered(share.positions, source))
         if self.recycle and (self._pool is None or self._pool.pid != os.getpid()):
             self._pool = BatchPool(self._recycle_flags, worker, shared=info is not None)
@@ -176,15 +177,19 @@ class M3LEOStream(IterableDataset):
             self._move(self.epoch, self._consumed + 1)
             yield item
         self._move(self.epoch + 1, 0)
-        if info is not None and self._remote:  # a worker: start the next epoch's requests now
-            plan = self.plan(self.epoch, workers)
-            share = self._share(plan, worker, 0)
-            self._primed = ((self.epoch, worker, workers), share.positions, self._source(plan, share.positions))
 
-    def _share(self, plan: RankPlan, worker: int, consumed: int):
-        """Worker ``worker``'s part of this rank's ``plan`` of the current epoch, from item ``consumed`` on."""
+    def _prime(self, epoch: int, worker: int, workers: int) -> None:
+        """Start a worker's requests of ``epoch`` (from its start): called once its previous epoch's reads are
+        all done, while that epoch's last samples are still transformed (remote roots only)."""
+        plan = self.plan(epoch, workers)
+        share = self._share(plan, worker, 0, epoch)
+        then = functools.partial(self._prime, epoch + 1, worker, workers)
+        self._primed = ((epoch, worker, workers), share.positions, self._source(plan, share.positions, then=then))
+
+    def _share(self, plan: RankPlan, worker: int, consumed: int, epoch: int):
+        """Worker ``worker``'s part of this rank's ``plan`` of ``epoch``, from item ``consumed`` on."""
         return plan_worker(plan, worker=worker, consumed=consumed, shuffle_buffer=self.shuffle_buffer, seed=self.seed,
-                           epoch=self.epoch, rank=self._distribution()[0])
+                           epoch=epoch, rank=self._distribution()[0])
 
     def _primed_source(self, key: tuple, positions: np.ndarray) -> Iterator | None:
         """The reads a worker started at the end of the previous epoch, when this iteration is the one they
@@ -197,10 +202,13 @@ class M3LEOStream(IterableDataset):
         primed[2].close()
         return None
 
-    def _source(self, plan: RankPlan, positions: np.ndarray) -> Iterator[tuple[int, dict]]:
+    def _source(self, plan: RankPlan, positions: np.ndarray, then: Callable[[], None] | None = None
+                ) -> Iterator[tuple[int, dict]]:
         """Joined raw samples of ``positions`` in ascending order; from remote roots by a read-ahead thread,
-        started now (local reads come from the page cache: a thread would only contend for the GIL)."""
-        return read_ahead(self._ascending(plan, np.sort(positions)), READ_AHEAD if self._remote else 0)
+        started now (local reads come from the page cache: a thread would only contend for the GIL); ``then``
+        is called once they are all read."""
+        reads = self._ascending(plan, np.sort(positions))
+        return read_ahead(_then(reads, then) if then else reads, READ_AHEAD if self._remote else 0)
 
     def _items(self, samples: Iterator[dict], share: WorkerShare, tail_rows: tuple[int, int]) -> Iterator[dict]:
         """Samples, or batches of the share's samples, its last ``share.tail`` as its tail part (at rows
@@ -465,6 +473,12 @@ def _absent(shard: AlignedShard, index: int, modality: str) -> dict:
     info = {"chip_id": shard.keys[index], "region": shard.region, "modality": modality, "available": False,
             "missing_reason": f"region {shard.region} has no {modality}"}
     return {"__key__": shard.keys[index], "json": json.dumps(info).encode()}
+
+
+def _then(items: Iterator, then: Callable[[], None]) -> Iterator:
+    """``items``, then ``then()`` once they are exhausted (not when the iteration stops early)."""
+    yield from items
+    then()
 
 
 def _runs(plan: RankPlan, positions: np.ndarray) -> Iterator[np.ndarray]:
