@@ -28,6 +28,8 @@ MAX_FILE_BYTES = MAX_CHIP_BYTES + FILE_OVERHEAD_BYTES
 """The largest chip file of any modality."""
 MAX_MARKER_BYTES = 4096
 """Bytes read from a ``.skipped`` marker (its text is one short error code)."""
+MAX_TABLE_BYTES = 256 * 2**20
+"""Bytes read from a region's splits CSV or geojson (about a million chips' polygons)."""
 
 
 @dataclass(frozen=True)

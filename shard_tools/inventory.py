@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import io
 import json
 import math
 import os
@@ -30,7 +31,7 @@ from fsspec.core import url_to_fs
 
 from builders.chip import CHIP_ID
 from builders.declarations import Modality
-from builders.limits import MAX_FILE_BYTES, MAX_MARKER_BYTES, file_kind, read_capped, too_large
+from builders.limits import MAX_FILE_BYTES, MAX_MARKER_BYTES, MAX_TABLE_BYTES, file_kind, read_capped, too_large
 from builders.registry import modality_for_folder
 from shard_tools.objectstore import is_url, protocols
 
@@ -208,13 +209,6 @@ def _url_mtime(info: dict) -> str | None:
     return None
 
 
-def open_text(location: Location, **options):
-    """A text handle on a local file or URL (locale encoding, as ``open``)."""
-    if isinstance(location, Path):
-        return open(location, **options)
-    return fsspec.open(location, "rt", **options).open()
-
-
 def read_bytes(location: Location | str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Content of a local regular file or URL of at most ``max_bytes``; failures are ``OSError``s (a missing
     backend is an ``ImportError``). Other file types and bigger files are refused, at most ``max_bytes + 1``
@@ -266,33 +260,60 @@ def splits_csv(region_dir: str | Path, listing: list[Entry] | None = None) -> Lo
     return child(region_dir, names[0])
 
 
+def region_text(path: str | Path, what: str) -> str:
+    """A region's table (splits CSV, geojson) as text: a regular file (or URL) of at most ``MAX_TABLE_BYTES``,
+    UTF-8; anything else is a ``ValueError`` naming the file and what is wrong."""
+    try:
+        data = read_bytes(as_location(path), MAX_TABLE_BYTES)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the region's {what}: {exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: the region's {what} is not UTF-8 text (byte {exc.start})") from None
+
+
 def read_splits(path: str | Path) -> dict[str, str]:
     """``identifier -> split`` with ids kept as strings; bad rows are errors naming the line."""
     result: dict[str, str] = {}
-    with open_text(as_location(path), newline="") as handle:
-        reader = csv.DictReader(handle)
+    reader = csv.DictReader(io.StringIO(region_text(path, "splits CSV"), newline=""))
+    try:
         if not reader.fieldnames or not {"identifier", "split"} <= set(reader.fieldnames):
             raise ValueError(f"{path}: needs columns identifier,split; has {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
-            chip_id, split = row["identifier"].strip(), row["split"].strip()
+            chip_id, split = (row["identifier"] or "").strip(), (row["split"] or "").strip()
             if not CHIP_ID.match(chip_id):
-                raise ValueError(f"{path}:{line}: identifier {chip_id!r} is not a 13-hex chip id")
+                raise ValueError(f"{path}:{line}: identifier {chip_id[:40]!r} is not a 13-hex chip id")
             if split not in SPLITS:
-                raise ValueError(f"{path}:{line}: split {split!r} not in {SPLITS}")
+                raise ValueError(f"{path}:{line}: split {split[:40]!r} not in {SPLITS}")
             result[chip_id] = split
+    except csv.Error as exc:
+        raise ValueError(f"{path}:{reader.line_num}: not a valid CSV row ({exc})") from None
     return result
 
 
 def read_geometry(path: str | Path) -> dict[str, tuple[float, float, float, float, float]]:
-    """``identifier -> (west, south, east, north, area_km2)`` from the region's geojson."""
-    with open_text(as_location(path)) as handle:
-        features = json.loads(handle.read())["features"]
+    """``identifier -> (west, south, east, north, area_km2)`` from the region's geojson; a malformed file is a
+    ``ValueError`` naming it and the feature."""
+    try:
+        features = json.loads(region_text(path, "geojson"))["features"]
+        if not isinstance(features, list):
+            raise TypeError("features is not a list")
+    except (ValueError, RecursionError, TypeError, KeyError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a GeoJSON FeatureCollection ({type(exc).__name__}: {str(exc)[:200]})") from None
     result = {}
-    for feature in features:
-        props = feature["properties"]
-        coords = _flatten(feature["geometry"]["coordinates"])
-        lons, lats = [c[0] for c in coords], [c[1] for c in coords]
-        result[str(props["identifier"])] = (min(lons), min(lats), max(lons), max(lats), float(props.get("area_km2", math.nan)))
+    for number, feature in enumerate(features):
+        try:
+            props = feature["properties"]
+            coords = _flatten(feature["geometry"]["coordinates"])
+            lons, lats = [float(c[0]) for c in coords], [float(c[1]) for c in coords]
+            result[str(props["identifier"])[:64]] = (min(lons), min(lats), max(lons), max(lats),
+                                                     float(props.get("area_km2", math.nan)))
+        except (KeyError, TypeError, ValueError, IndexError, RecursionError) as exc:
+            raise ValueError(f"{path}: feature {number}: no identifier and polygon coordinates "
+                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return result
 
 

@@ -417,3 +417,59 @@ def test_a_file_url_tree_refuses_the_same_entries(chips, tmp_path):
     assert "FIFO" in local[fifo_id].detail and "outside the chip tree" in local[link_id].detail
     followed = scan_region(f"file://{chips}/{REGION}", follow_symlinks=True).sources[canonical("esaworldcover")]
     assert followed[link_id].status == "file" and followed[fifo_id].status == "refused"
+
+
+# ------------------------------------------------------------------------------------------ region tables
+
+def _sparse(path: Path, size: int) -> None:
+    path.unlink()
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+
+
+def _plant_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _deep_json(path: Path) -> None:
+    path.write_text('{"features": ' + "[" * 200_000 + "]" * 200_000 + "}")
+
+
+def _text_coordinates(path: Path) -> None:
+    collection = json.loads(path.read_text())
+    collection["features"][0]["geometry"]["coordinates"] = "x"  # a string of strings: endless nesting
+    path.write_text(json.dumps(collection))
+
+
+def _csv_huge_field(path: Path) -> None:
+    path.write_text("identifier,split\n" + "0" * 300_000 + ",train\n")
+
+
+@pytest.mark.parametrize("table, plant, message", [
+    ("geojson", _plant_fifo, "not a regular file (FIFO)"),
+    ("geojson", lambda p: _sparse(p, 300 * 2**20), "exceeds the limit of 268435456 bytes"),
+    ("geojson", _deep_json, "not a GeoJSON FeatureCollection (RecursionError"),
+    ("geojson", _text_coordinates, "feature 0: no identifier and polygon coordinates (RecursionError"),
+    ("geojson", lambda p: p.write_bytes(b"\xff\xfe" + SECRET.encode("utf-16-le")), "is not UTF-8 text"),
+    ("csv", _plant_fifo, "not a regular file (FIFO)"),
+    ("csv", lambda p: _sparse(p, 300 * 2**20), "exceeds the limit of 268435456 bytes"),
+    ("csv", _csv_huge_field, "not a valid CSV row"),
+], ids=["geojson-fifo", "geojson-300mb", "geojson-deep", "geojson-text-coordinates", "geojson-utf16",
+        "csv-fifo", "csv-300mb", "csv-huge-field"])
+def test_bad_region_tables_are_named_errors(chips, table, plant, message):
+    """The region's splits CSV and geojson: read within a size cap, never a FIFO, parsed without a bare
+    RecursionError; each failure names the file and says what is wrong, never what it holds."""
+    region = chips / REGION
+    path = next(region.glob("*.geojson" if table == "geojson" else "*_splits_*.csv"))
+    plant(path)
+    done = limited(f"""
+        from shard_tools.inventory import scan_region
+        try:
+            scan_region({str(region)!r})
+            print("scanned without error")
+        except ValueError as exc:
+            print("ValueError:", exc)
+        """, f"region {table}")
+    assert "ValueError:" in done.stdout and path.name in done.stdout and message in done.stdout, done.output
+    assert not any(piece in done.output for piece in SECRET_PIECES)
