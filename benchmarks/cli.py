@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, transport
 from benchmarks.data import Config, Inputs, chip_files, ensure_shards, prepare, write_cards
 from benchmarks.delayed_server import DelayedServer
 
@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     reads = [c for c in all_cases if c["kind"] == "read" and (not selected or c["name"] in selected)]
     rounds: dict[str, list[dict]] = {c["name"]: [] for c in reads}
     with DelayedServer(inputs.shards, max(args.latency_ms, 0) / 1000) as server:  # its own threads, not the cases'
+        if any(case.get("remote") for case in reads):
+            say("measuring the CPU cost of the remote cases' transport")
+            results["transport"] = {"kind": "transport", **transport.measure(pass_urls(base, server.url), REPO)}
         for number in range(args.rounds):
             shift = number % max(len(reads), 1)
             for case in reads[shift:] + reads[:shift]:  # each round starts one case later
@@ -183,6 +186,16 @@ def summarise(rounds: list[dict]) -> dict:
             "peak_child_rss_mb": max(r["peak_child_rss_mb"] for r in good),
             "peak_total_rss_mb": max(r["peak_rss_mb"] + r["peak_child_rss_mb"] for r in good),
             "checksums": good[0]["checksums"], "digests_stable": all(r["checksums"] == good[0]["checksums"] for r in good)}
+
+
+def pass_urls(base: dict, url: str) -> list[tuple[str, int]]:
+    """(URL at the server, size) of every shard one pass of a remote case reads."""
+    from benchmarks.reads import shard_urls
+
+    remote = {**base, "local_roots": base["roots"], "roots": [f"{url}/{Path(r).name}" for r in base["roots"]]}
+    local = {**base, "local_roots": base["roots"]}
+    return [(at, Path(path).stat().st_size) for m in base["modalities"]
+            for at, path in zip(shard_urls(remote, m), shard_urls(local, m))]
 
 
 def run_case(case: dict, params: dict, args: argparse.Namespace, inputs: Inputs, when: str = "") -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 REFERENCE = "ours_w0"
@@ -182,7 +183,26 @@ def observations(results: dict, counts: list[int]) -> list[str]:
                          max(r["samples_per_s_max"] / r["samples_per_s"] for r in spread))
             notes.append(text + f"; rounds of these two ranged {100 * (low - 1):+.0f}% to {100 * (high - 1):+.0f}% "
                                 f"around their medians.")
+    notes += transport_notes(results, max(counts) if counts else 0)
     return notes
+
+
+def transport_notes(results: dict, workers: int) -> list[str]:
+    """The bound the remote cases' transport sets on this machine, from its measured CPU cost."""
+    moved, local = results.get("transport", {}), results.get(f"ours_w{workers}", {})
+    if "client_cpu_s" not in moved or not local.get("samples_per_s") or f"ours_remote_w{workers}" not in results:
+        return []
+    cpus = os.cpu_count() or 1
+    local_s = local["samples"] / local["samples_per_s"]
+    cost = moved["client_cpu_s"] + moved["server_cpu_s"]
+    bound = cpus * local_s / (cpus * local_s + cost)
+    remote = _rate(results, f"ours_remote_w{workers}")
+    return [f"Remote transport: one pass moves {moved['bytes'] / 2**20:.0f} MB through the HTTP server on this "
+            f"machine, costing {moved['client_cpu_s']:.2f} CPU-s in the reading process and "
+            f"{moved['server_cpu_s']:.2f} CPU-s in the server (measured alone, no reader); a local {workers}-worker "
+            f"pass of ours takes {local_s:.3f} s on {cpus} CPUs (at most {cpus * local_s:.2f} CPU-s), so a remote "
+            f"pass here is at most about {bound:.2f}x as fast as a local one; ours remote measured "
+            f"{remote / local['samples_per_s']:.2f}x."]
 
 
 def write(directory: Path, meta: dict, cases: list[dict], results: dict) -> list[Path]:
