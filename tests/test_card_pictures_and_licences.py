@@ -91,8 +91,10 @@ def test_licences_are_listed_declared_and_never_defaulted(region, built, tmp_pat
     assert front_matter(text)["license"] == "cc-by-4.0" == declared_license(region / "README.md")
     products = source_products(["s1grd", "esaworldcover", "srtmdem"])
     assert [p["id"] for p in products] == ["copernicus-sentinel", "esa-worldcover", "srtm-cgiar"]
-    for product in source_products([family.key for family in families()]):
+    every = source_products([family.key for family in families()])
+    for product in every:
         assert product["sources"] and all(url.startswith(("http://", "https://")) for url in product["sources"])
+    assert {m for p in every for m in p["modalities"]} == {family.key for family in families()}  # none unlisted
     assert "Contains modified Copernicus Sentinel data" in text and "doi:10.5281/zenodo.5571936" in text
     assert "Restriction: redistribution needs CIAT" in text
     unset = tmp_path / "conus"
