@@ -275,8 +275,13 @@ def _card(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
     from shard_tools.publish import HubUnreachable, PublishError, publish
 
+    silence = args.quiet and not are_progress_bars_disabled()  # huggingface_hub's own upload bars too
+    if silence:
+        disable_progress_bars()
     try:
         report = publish(args.region_dir, args.repo_id, endpoint=args.endpoint, token=args.token,
                          revision=args.revision, dry_run=args.dry_run, prune=not args.keep_stale,
@@ -287,6 +292,9 @@ def _publish(args: argparse.Namespace) -> int:
     except PublishError as exc:
         print(f"m3leo-shard publish: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if silence:
+            enable_progress_bars()
     if args.dry_run:
         for path in report.uploaded:
             print(f"  upload {path}")

@@ -293,7 +293,8 @@ def test_cli_publish_dry_run_then_upload_and_refusal(built: Path, region: Path, 
     assert cli(["publish", str(region_dir), *common, "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "would upload" in plan and f"  upload {canonical('s1grd')}/train-000000.tar" in plan and local_hub.repos == {}
-    assert cli(["publish", str(region_dir), *common]) == 0
+    assert cli(["publish", str(region_dir), *common, "--quiet"]) == 0
     assert remote_sha256(local_hub) == local_sha256(region_dir)
+    assert capsys.readouterr().err == ""  # --quiet: no bar on stderr
     assert cli(["publish", str(region), *common]) == 1
     assert "refusing to publish" in capsys.readouterr().err
