@@ -159,11 +159,12 @@ def base_name(location: Location) -> str:
 def list_folder(location: Location) -> list[Entry]:
     """Entries of a folder sorted by name, with sizes and types: one ``scandir`` locally, one ``ls`` on a URL.
 
-    Local entries follow symbolic links (as ``Path.is_dir``) and say whether they are one; sizes of local
-    folders are not looked up.
+    Local entries (a ``file://`` URL's too: the same modification times, so either names the same sources) follow
+    symbolic links (as ``Path.is_dir``) and say whether they are one; sizes of local folders are not looked up.
     """
-    if isinstance(location, Path):
-        with os.scandir(location) as it:
+    local = location if isinstance(location, Path) else _local_path(location)
+    if local is not None:
+        with os.scandir(local) as it:
             return sorted(_local_entry(entry) for entry in it)
     fs, path = url_to_fs(location)
     entries = []

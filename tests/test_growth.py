@@ -152,3 +152,13 @@ def test_changed_content_of_the_same_size_rewrites_its_shard(conus, tmp_path):
     data[len(data) // 2] ^= 0xFF  # edited by hand
     tar.write_bytes(bytes(data))
     assert any(shard in problem for problem in verify_region(region))
+
+
+def test_the_same_tree_as_a_path_or_a_file_url_reuses_every_shard(conus, tmp_path):
+    """A tree given as a path, then as a ``file://`` URL (and back): the same sources, so nothing is rewritten
+    and every file of the region is unchanged."""
+    region = build_and_card(conus, tmp_path / "out")
+    before = digests(region)
+    assert build(conus.as_uri(), tmp_path / "out").written == 0
+    assert build(conus, tmp_path / "out").written == 0
+    assert changed(before, digests(region)) == set()
