@@ -488,15 +488,17 @@ def load_source(source: Source, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     are refused."""
     if source.row is None:
         return read_bytes(source.path, max_bytes)
-    return next(iter(prefetch_rows([source]).values()))
+    group, index = source.row
+    return row_contents(source.path, group, {index}, max_bytes)[index] or b""
 
 
 def prefetch_rows(sources: Sequence[Source]) -> dict[int, bytes]:
     """Content of the release-row ``sources`` (by position), reading each needed row group once.
 
-    Memory stays at the requested rows' bytes (at most one shard of one modality) plus one row group,
-    whatever the size of the release or the order of its rows. A row group pyarrow cannot read is an
-    ``OSError`` naming the file and the row group.
+    Memory stays at the requested rows' bytes (at most one shard of one modality) plus the row being decoded
+    (``row_contents``), whatever the size of the release, its row groups or the order of its rows. A row group
+    that cannot be read so is left out: each of its sources is then read, and refused, on its own
+    (``load_source``), so one bad row costs only its chip.
     """
     wanted: dict[tuple[str, int], list[tuple[int, int]]] = defaultdict(list)
     for position, source in enumerate(sources):
@@ -505,11 +507,46 @@ def prefetch_rows(sources: Sequence[Source]) -> dict[int, bytes]:
     contents: dict[int, bytes] = {}
     for (path, group), rows in sorted(wanted.items()):
         try:
-            parquet = pq.ParquetFile(path, page_checksum_verification=True)
-            column = parquet.read_row_group(group, columns=["content"]).column(0)
-            for position, index in rows:
-                contents[position] = column[index].as_py()
-        except (pa.ArrowException, ValueError, OSError) as exc:
-            raise OSError(f"{path}: row group {group}: unreadable release content: {exc}") from None
-        del column
+            found = row_contents(path, group, {index for _, index in rows})
+        except OSError:
+            continue
+        contents.update({position: found[index] for position, index in rows})
     return contents
+
+
+ROW_BATCH = 1  # release rows decoded at a time
+
+
+def row_contents(path: str, group: int, indices: set[int], max_bytes: int = MAX_FILE_BYTES) -> dict[int, bytes | None]:
+    """The ``content`` of rows ``indices`` of row group ``group`` of a release file, streamed ``ROW_BATCH`` rows
+    at a time (page by page), each row at most ``max_bytes``. A row group that cannot hold such rows (its
+    declared content size, checked before anything is decoded), an oversized or missing row, or one pyarrow
+    cannot read is an ``OSError`` naming the file, the row group and the row. (A row is decoded before its size
+    is known: within a group declaring a plausible total, one row can take up to that total.)"""
+    where = f"{path}: row group {group}"
+    try:
+        parquet = pq.ParquetFile(path, page_checksum_verification=True, buffer_size=1 << 20)
+        meta = parquet.metadata.row_group(group)
+        column = parquet.schema_arrow.get_field_index("content")
+        declared = meta.column(column).total_uncompressed_size
+        if declared > max(meta.num_rows, 1) * (max_bytes + 4096):
+            raise OSError(f"declares {declared} bytes of content for {meta.num_rows} rows (at most {max_bytes} each)")
+        found: dict[int, bytes] = {}
+        start = 0
+        for batch in parquet.iter_batches(batch_size=ROW_BATCH, row_groups=[group], columns=["content"]):
+            values = batch.column(0)
+            for index in sorted(indices & set(range(start, start + len(values)))):
+                value = values[index - start]
+                data = value.as_buffer() if value.is_valid else None
+                if data is not None and data.size > max_bytes:
+                    raise OSError(f"row {index}: content of {data.size} bytes exceeds the limit of {max_bytes} bytes")
+                found[index] = None if data is None else data.to_pybytes()
+            start += len(values)
+    except (pa.ArrowException, ValueError, IndexError) as exc:
+        raise OSError(f"{where}: unreadable release content: {exc}") from None
+    except OSError as exc:
+        raise OSError(f"{where}: {exc}") from None
+    missing = sorted(indices - set(found))
+    if missing:
+        raise OSError(f"{where}: no row {missing[0]} (it has {start})")
+    return found

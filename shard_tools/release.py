@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from builders.registry import modality_for_folder
 from shard_tools.build import BuildOptions, BuildReport, build_inventories
 from shard_tools.executors import Executor
-from shard_tools.inventory import RegionInventory, Source, classify_entry, marker_detail, region_chips
+from shard_tools.inventory import RegionInventory, Source, classify_entry, marker_detail, region_chips, row_contents
 from shard_tools.progress import Progress
 
 PLAN_COLUMNS = ["path", "length"]
@@ -201,10 +201,9 @@ def _marker_texts(rows: list[ReleaseRow]) -> dict[ReleaseRow, str]:
     texts = {}
     for (file, group), members in sorted(by_group.items()):
         try:
-            parquet = pq.ParquetFile(file, page_checksum_verification=True)
-            content = parquet.read_row_group(group, columns=["content"]).column(0)
-        except (pa.ArrowException, ValueError, OSError) as exc:
-            raise ValueError(f"{file}: row group {group} unreadable: {exc}") from None
+            content = row_contents(file, group, {row.row[1] for row in members})
+        except OSError as exc:
+            raise ValueError(str(exc)) from None
         for row in members:
-            texts[row] = marker_detail(content[row.row[1]].as_py() or b"")
+            texts[row] = marker_detail(content[row.row[1]] or b"")
     return texts

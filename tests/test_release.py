@@ -18,6 +18,7 @@ import rasterio
 
 from builders.sample import RELEASE_SCHEMA, release_placeholder, write_release_parquet
 from shard_tools.cli import main as cli
+from shard_tools.inventory import row_contents
 from shard_tools.release import convert_release, release_files, release_inventory
 from shard_tools.verify import verify_region
 from tests.conftest import CHIPS_PER_SHARD, canonical
@@ -86,13 +87,18 @@ def test_skipped_rows_become_json_only_samples_with_their_code(release):
 
 def test_planning_reads_content_only_of_row_groups_holding_skipped_rows(release, monkeypatch):
     reads: list[tuple] = []
-    original = pq.ParquetFile.read_row_group
+    read_group, iter_batches = pq.ParquetFile.read_row_group, pq.ParquetFile.iter_batches
 
     def spy(self, group, columns=None, **kwargs):
         reads.append(tuple(columns or ()))
-        return original(self, group, columns=columns, **kwargs)
+        return read_group(self, group, columns=columns, **kwargs)
+
+    def spy_batches(self, *args, columns=None, **kwargs):  # content is streamed a few rows at a time
+        reads.append(tuple(columns or ()))
+        return iter_batches(self, *args, columns=columns, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "read_row_group", spy)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy_batches)
     inventory = release_inventory(release / "conus", release_files([release / "conus"]))
     skipped = {(s.path, s.row[0]) for sources in inventory.sources.values() for s in sources.values()
                if s.status == "skipped"}
@@ -215,3 +221,58 @@ def test_peak_memory_stays_bounded_by_row_groups_not_input(tmp_path):
           f"row groups of {row_group / 1e6:.1f} MB")
     assert result["big"] - result["small"] < 6 * row_group
     assert verify_region(tmp_path / "out" / "big") == []
+
+
+def test_release_content_is_streamed_within_its_limits(tmp_path):
+    """Row contents are read a few rows at a time, each within the chip file limit: a row group declaring more
+    content than its rows may hold is refused from its metadata, an oversized row by its length, a row that is
+    not there by its index; each error names the file, the row group and the row."""
+    path = tmp_path / "x.parquet"
+    rows = [b"a" * 100_000, b"b" * 3_000_000, b"c" * 10]
+    pq.write_table(pa.table({"content": rows}), path, row_group_size=3, compression="zstd")
+    assert row_contents(str(path), 0, {0, 2}, max_bytes=2_000_000) == {0: rows[0], 2: rows[2]}
+    with pytest.raises(OSError, match=r"x.parquet: row group 0: row 1: content of 3000000 bytes exceeds"):
+        row_contents(str(path), 0, {1}, max_bytes=2_000_000)
+    with pytest.raises(OSError, match=r"x.parquet: row group 0: declares \d+ bytes of content for 3 rows"):
+        row_contents(str(path), 0, {0}, max_bytes=500_000)
+    with pytest.raises(OSError, match=r"row group 0: no row 7 \(it has 3\)"):
+        row_contents(str(path), 0, {7})
+
+
+BOMB = """
+import sys
+import pyarrow as pa, pyarrow.parquet as pq
+from builders.sample import RELEASE_SCHEMA
+root, aoi, stem, length = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+content = bytes(600 * 2**20)  # zeros: a few hundred KB once compressed
+row = {"path": f"{aoi}/{stem}/srtmdem/0000000000001.tif", "modificationTime": None,
+       "length": len(content) if length == "true" else int(length),
+       "content": content, "aoi": aoi, "ds": "srtmdem"}
+pq.write_table(pa.Table.from_pylist([row], schema=RELEASE_SCHEMA),
+               f"{root}/{aoi}/{stem}/srtmdem/train-00000.zstd.parquet", compression="zstd")
+"""
+
+
+@pytest.mark.parametrize("length, reason", [("true", "file of 629145600 bytes exceeds the limit"),
+                                            ("1000", "declares 6291")], ids=["its-length", "a-false-length"])
+def test_a_compressed_600_mb_row_is_refused_unread_within_a_memory_limit(tmp_path, length, reason):
+    """convert-release of a release whose one row inflates to 600 MB: refused before it is decompressed, by its
+    ``length`` column or, when that lies, by its row group's declared content size (over the 528 MB chip
+    limit); the chip is named and the conversion finishes, under a 1 GB address-space limit."""
+    from tests.limits import run_limited
+
+    root = tmp_path / "release"
+    write_big_release(root, "bomb", 1)
+    stem = "bomb_partitions_aschips_0000000000000"
+    (root / "bomb" / stem / "srtmdem" / "train-00000.zstd.parquet").unlink()
+    subprocess.run([sys.executable, "-c", BOMB, str(root), "bomb", stem, length], cwd=REPO, check=True,
+                   env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert (root / "bomb" / stem / "srtmdem" / "train-00000.zstd.parquet").stat().st_size < 50 * 2**20
+    done = run_limited(f"""
+        from shard_tools.release import convert_release
+        report = convert_release([{str(root / 'bomb')!r}], {str(tmp_path / 'out')!r})
+        print("problems:", report.problems)
+        """, limit_mb=1024, timeout_s=120)
+    assert done.returncode == 0, done.output
+    assert "chip 0000000000001" in done.stdout and reason in done.stdout, done.output
+    assert done.peak_rss_mb is not None and done.peak_rss_mb < 400, done.peak_rss_mb
