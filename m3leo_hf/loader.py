@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from m3leo_hf.collate import TAIL_PART, tail_batches
 from m3leo_hf.dataset import M3LEOStream
-from m3leo_hf.recycle import SLOT_KEY, hold, tensors, when_gone
+from m3leo_hf.recycle import SLOT_KEY, Holds, hold, tensors
 from m3leo_hf.tail_arena import TailArena
 
 
@@ -32,10 +32,11 @@ def _as_is(item: dict) -> dict:
 class StatefulLoader:
     """Iterate ``dataset`` through a ``DataLoader(batch_size=None, in_order=True)``; extra keyword
     arguments (``num_workers``, ``pin_memory``, ``prefetch_factor``...) go to the DataLoader. ``recycle``:
-    workers reuse a few shared-memory buffer sets for full batches, each once every tensor of its previous
-    batch is gone here (``m3leo_hf.recycle``), and write the tail parts of an epoch's last batches at their
-    rows of one shared file, mapped here as the joined batch (``m3leo_hf.tail_arena``); a tensor kept through its storage alone (``untyped_storage()``,
-    DLPack, a raw pointer) outlives that: clone it, or pass ``recycle=False``."""
+    workers (or this process, with 0 workers) reuse a few buffer sets for full batches, each once all memory of
+    its previous batch is gone here: every tensor, view, ``.numpy()`` array, storage or DLPack capsule of it
+    (``m3leo_hf.recycle``); workers write the tail parts of an epoch's last batches at their rows of one shared
+    file, mapped here as the joined batch (``m3leo_hf.tail_arena``). Only a raw pointer (``data_ptr()``) kept
+    past the batch is not seen: copy the data, or pass ``recycle=False``."""
 
     def __init__(self, dataset: M3LEOStream, *, num_workers: int = 0, recycle: bool = True, **loader_options):
         fixed = sorted(set(loader_options) & {"batch_size", "batch_sampler", "sampler", "shuffle", "in_order",
@@ -46,6 +47,7 @@ class StatefulLoader:
         self.epoch, self.batches = dataset.epoch, 0
         self._loader: DataLoader | None = None
         self._arenas: tuple[TailArena, ...] = ()
+        self._holds = Holds()  # recycled slots and tail arenas waiting for their batches to be gone
         dataset.split_tail = num_workers > 1
         dataset.recycle = recycle  # see m3leo_hf.recycle
 
@@ -79,12 +81,15 @@ class StatefulLoader:
             self._arenas = self.dataset.tail_arenas = TailArena.pair()  # before the workers fork (below)
         parts: list[dict] = []
         pin = bool(self.options.get("pin_memory")) and torch.accelerator.is_available()
+        self._holds.poll()
         for batch in self._loader:
-            if SLOT_KEY in batch:  # released for reuse when the batch's tensors are gone
-                batch = hold(batch, self.dataset._recycle_flags, pinned=pin)
+            self._holds.poll()
+            if SLOT_KEY in batch:  # released for reuse once the batch's memory is gone
+                batch = hold(batch, self.dataset._recycle_flags, pin, self._holds)
             if TAIL_PART not in batch:
                 self.batches += 1
                 yield batch
+                self._holds.poll()  # what the caller dropped before asking for the next batch
                 continue
             parts.append(batch)
             if len(parts) == plan.tail_parts:
@@ -92,9 +97,10 @@ class StatefulLoader:
                 parts.clear()
                 if arena is not None:  # mapped from the arena: workers may write it again once all are gone
                     arena.flag[0] = 1
-                    when_gone([t for batch in joined for t in tensors(batch)], arena.release)
+                    self._holds.add([t for batch in joined for t in tensors(batch)], arena.release)
                 for batch in joined[skip:]:
                     self.batches += 1
                     yield batch
+                    self._holds.poll()
                 del joined, batch
         self.epoch, self.batches = self.epoch + 1, 0

@@ -1,12 +1,14 @@
 """Recycled batches: a DataLoader worker stacks each full batch into one of a few shared-memory buffer sets it
 keeps, instead of creating a shared-memory file per tensor per batch (file creation and first touch of its
 pages cost more than the copy itself); with 0 workers the main process keeps a few ordinary ones (fresh pages
-are touched once, not every batch). A set is reused only after the main process has let go of every tensor of
-the batch built in it.
+are touched once, not every batch). A set is reused only after the main process has let go of all the memory
+of the batch built in it.
 
 Protocol: ``flags[worker, slot]`` (shared int8) is 1 from the moment a worker takes the slot until the main
-process, holding the batch (``StatefulLoader``), sees the last of its tensors garbage-collected (or, with
-pinned memory, at once: the DataLoader copied the batch to pinned memory and dropped it). A worker takes only
+process, holding the batch (``StatefulLoader``), finds every storage of the batch gone (``Holds``: storage weak
+references, checked as each next batch arrives; a tensor, view, ``.numpy()`` array, ``untyped_storage()`` or
+DLPack capsule of it keeps the slot; only a raw pointer does not), or, with pinned memory, at once (the
+DataLoader copied the batch to pinned memory and dropped it). A worker takes only
 slots at 0, so it never writes into a batch the main process may still read. A batch the main process never
 received (an epoch abandoned midway) keeps its slot; when no slot is free the worker allocates a fresh,
 unrecycled batch, as without recycling.
@@ -15,12 +17,11 @@ unrecycled batch, as without recycling.
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
 
 SLOT_KEY = "__recycle_slot__"  # (worker, slot) of a recycled batch; removed by StatefulLoader
 SLOTS = 3                     # per worker: the DataLoader's 2 prefetched batches and the one being built
@@ -64,18 +65,21 @@ class BatchPool:
         return None
 
     def buffer(self, slot: int, path: str, shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
-        """A new tensor over slot ``slot``'s storage for field ``path`` (made, or remade when the shape or dtype
-        changed). The pool keeps the storage, not the tensor, so the tensor handed out (and what is derived
-        from it) is garbage-collected once the main process lets go of it, in the main process too."""
+        """A new tensor over slot ``slot``'s memory for field ``path`` (made, or remade when the shape or dtype
+        changed); the main process's own pool hands out a tensor with a storage object of its own, so that its
+        ``Holds`` sees when everything made of it is gone."""
         buffers = self.sets.setdefault(slot, {})
         tensor = buffers.get(path)
         if tensor is None or tuple(tensor.shape) != tuple(shape) or tensor.numpy().dtype != np.dtype(dtype):
             tensor = buffers[path] = (shared_empty if self.shared else private_empty)(tuple(shape), dtype)
+        if not self.shared:  # its own storage object over the pool's memory: its weak reference tells when it is gone
+            return torch.from_numpy(tensor.numpy())
         return torch.empty(0, dtype=tensor.dtype).set_(tensor.untyped_storage(), 0, tensor.shape)
 
 
-def hold(batch: dict, flags: torch.Tensor, pinned: bool) -> dict:
-    """``batch`` without its slot key; its slot is released when all its tensors are gone (``pinned``: now)."""
+def hold(batch: dict, flags: torch.Tensor, pinned: bool, holds: "Holds") -> dict:
+    """``batch`` without its slot key; its slot is released once all its memory is gone here (``pinned``: now,
+    the DataLoader copied it to pinned memory)."""
     worker, slot = batch.pop(SLOT_KEY)
 
     def release() -> None:
@@ -84,24 +88,34 @@ def hold(batch: dict, flags: torch.Tensor, pinned: bool) -> dict:
     if pinned:
         release()
     else:
-        when_gone(list(tensors(batch)), release)
+        holds.add(list(tensors(batch)), release)
     return batch
 
 
-def when_gone(held: list[torch.Tensor], release: Callable[[], None]) -> None:
-    """Call ``release`` once every tensor of ``held`` is garbage-collected (now when there is none)."""
-    remaining, lock = [len(held)], threading.Lock()
+class Holds:
+    """Releases waiting until the storages of what was handed out are gone in this process: every tensor, view,
+    ``.numpy()`` array and DLPack capsule of them (a storage weak reference expires only then; a tensor's own
+    death says nothing of a ``.numpy()`` array of it). ``poll`` runs the releases that are due."""
 
-    def one_gone() -> None:
-        with lock:
-            remaining[0] -= 1
-            if remaining[0] == 0:
+    def __init__(self):
+        self._pending: list[tuple[list[StorageWeakRef], Callable[[], None]]] = []
+
+    def add(self, held: list[torch.Tensor], release: Callable[[], None]) -> None:
+        refs = {}
+        for tensor in held:
+            ref = StorageWeakRef(tensor.untyped_storage())
+            refs.setdefault(ref.cdata, ref)
+        self._pending.append((list(refs.values()), release))
+        self.poll()
+
+    def poll(self) -> None:
+        waiting = []
+        for refs, release in self._pending:
+            if all(ref.expired() for ref in refs):
                 release()
-
-    for tensor in held:
-        weakref.finalize(tensor, one_gone)
-    if not held:
-        release()
+            else:
+                waiting.append((refs, release))
+        self._pending = waiting
 
 
 def tensors(value: Any) -> Iterator[torch.Tensor]:

@@ -7,7 +7,8 @@ forkserver worker does not, finds another file or none at that descriptor and se
 the old way); a loader keeps two, for even and odd epochs, since workers build an epoch's tail while the last
 epoch's may still be held. The layout is the tail batch's fields in collate order, each ``total`` rows in a
 page-aligned region, so every worker computes the same offsets from its own part. ``flag`` (shared) is 1 from
-the moment the main process hands the joined batch out until its last tensor is gone; only then is the file
+the moment the main process hands the joined batch out until all its memory is gone (``recycle.Holds``: every
+tensor, view and ``.numpy()`` array of it); only then is the file
 emptied (its pages freed) and the flag cleared. A worker writes only while the flag is 0, so it never writes
 into a batch still held: a tail arriving while its arena is held is joined by copying, as without arenas.
 Non-persistent workers get fresh files every iteration, so the workers of an abandoned iteration never write

@@ -148,12 +148,14 @@ def test_recycled_batches_are_never_overwritten_while_held(stream_shards, persis
     expected = [[{k: v.clone() for k, v in tensors_of(b).items()} for b in fresh] for _ in range(2)]
     data = m3leo_hf.stream(roots(stream_shards), **options)
     loader = m3leo_hf.StatefulLoader(data, num_workers=2, persistent_workers=persistent)
-    kept, segments = [], []
+    kept, segments, arrays = [], [], []
     for epoch in range(2):
         for number, batch in enumerate(loader):
             segments.append(segment(batch["s1grd"]))
             if number % 2 == 0:
                 kept.append((epoch, number, batch))
+            elif (epoch, number) == (0, 1):  # only a numpy array of it: the batch's memory stays this array's
+                arrays.append((epoch, number, batch["s1grd"].numpy()))
             del batch
     assert len(set(segments)) < len(segments)  # buffer sets were reused
     view = kept[0][2]["s1grd"][0, :2]
@@ -163,11 +165,15 @@ def test_recycled_batches_are_never_overwritten_while_held(stream_shards, persis
         got = tensors_of(batch)
         assert all(torch.equal(got[k], v) for k, v in expected[epoch][number].items()), (epoch, number)
     assert torch.equal(view, copy)
-    del kept, batch, got
+    for epoch, number, array in arrays:
+        assert np.array_equal(array, expected[epoch][number]["s1grd"].numpy()), (epoch, number)
+    del kept, batch, got, arrays, array
     gc.collect()
+    loader._holds.poll()
     assert int(data._recycle_flags.sum()) <= 1  # the view's batch only
     del view
     gc.collect()
+    loader._holds.poll()
     assert int(data._recycle_flags.sum()) == 0
 
 
@@ -200,6 +206,7 @@ def test_tail_batches_are_mapped_from_the_arena_without_a_copy(stream_shards, pe
     assert data.plan(0, 2).tail_parts == 2
     held = [list(loader)]
     arenas = loader._arenas
+    tail_labels = held[0][-1]["esaworldcover"]["label"].numpy()  # outlives its batch: the arena waits for it
     assert int(arenas[0].flag[0]) == 1 and os.fstat(arenas[0].fd).st_size > 0
     assert all(in_arena_mapping(t) for t in tensors_of(held[0][-1]).values() if t.numel() and t.dtype != torch.bool)
     assert not any(in_arena_mapping(t) for t in tensors_of(held[0][0]).values())
@@ -211,6 +218,12 @@ def test_tail_batches_are_mapped_from_the_arena_without_a_copy(stream_shards, pe
         assert all(equal(b, e) for b, e in zip(batches, expected[epoch], strict=True)), epoch
     del held
     gc.collect()
+    loader._holds.poll()
+    assert int(arenas[0].flag[0]) == 1  # its label map lives on as a numpy array
+    assert np.array_equal(tail_labels, expected[0][-1]["esaworldcover.label"].numpy())
+    del tail_labels
+    gc.collect()
+    loader._holds.poll()
     assert all(int(a.flag[0]) == 0 and os.fstat(a.fd).st_size == 0 for a in arenas)
     assert all(equal(b, e) for b, e in zip(list(loader), expected[3], strict=True))
 
@@ -239,14 +252,15 @@ def test_spawned_workers_send_their_tail_parts_as_tensors(stream_shards):
 
 
 def test_zero_workers_recycle_batches_held_ones_keep_their_bytes(stream_shards):
-    """With 0 workers the main process keeps a few ordinary buffer sets: a dropped batch's memory is reused, a
-    kept batch or a view of a dropped one is never overwritten, and slots come back once all are gone."""
+    """With 0 workers the main process keeps a few ordinary buffer sets: a dropped batch's memory is reused; a
+    kept batch, a view or a ``.numpy()`` array of a dropped one is never overwritten; slots come back once all
+    are gone."""
     options = dict(modalities=MODALITIES, batch_size=2, spatial_size=32, normalize=True, seed=1)
     fresh = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots(stream_shards), **options), recycle=False)
     expected = [[{k: v.clone() for k, v in tensors_of(b).items()} for b in fresh] for _ in range(2)]
     data = m3leo_hf.stream(roots(stream_shards), **options)
     loader = m3leo_hf.StatefulLoader(data)
-    kept, pointers, view = [], [], None
+    kept, pointers, view, arrays = [], [], None, []
     for epoch in range(2):
         for number, batch in enumerate(loader):
             pointers.append(batch["s1grd"].data_ptr())
@@ -254,11 +268,36 @@ def test_zero_workers_recycle_batches_held_ones_keep_their_bytes(stream_shards):
                 kept.append((epoch, number, batch))
             elif view is None:
                 view, copy = batch["s1grd"][0, :2], batch["s1grd"][0, :2].clone()
+            elif number % 4 == 3:
+                arrays.append((epoch, number, batch["esaworldcover"]["label"].numpy()))
             del batch
     assert len(set(pointers)) < len(pointers)  # buffer sets were reused
     for epoch, number, batch in kept:
         assert equal(batch, expected[epoch][number]), (epoch, number)
     assert torch.equal(view, copy)
-    del kept, batch, view
+    for epoch, number, array in arrays:
+        assert np.array_equal(array, expected[epoch][number]["esaworldcover.label"].numpy()), (epoch, number)
+    del kept, batch, view, arrays, array
     gc.collect()
+    loader._holds.poll()
     assert int(data._recycle_flags.sum()) == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_numpy_arrays_of_recycled_batches_keep_their_values(stream_shards, workers):
+    """``batch[...].numpy()`` kept after its batch is dropped (a metrics list, say) holds the batch's memory: its
+    values stay those of a run without recycling, over two epochs of reuse."""
+    options = dict(modalities=MODALITIES, batch_size=2, spatial_size=16, normalize=True, seed=2)
+    loader_options = {"persistent_workers": True, **FORK} if workers else {}
+    plain = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots(stream_shards), **options), num_workers=workers,
+                                    recycle=False, **loader_options)
+    expected = [b["s1grd"].clone() for _ in range(2) for b in plain]
+    loader = m3leo_hf.StatefulLoader(m3leo_hf.stream(roots(stream_shards), **options), num_workers=workers,
+                                     **loader_options)
+    arrays = []
+    for _ in range(2):
+        for batch in loader:
+            arrays.append(batch["s1grd"].numpy())
+            del batch
+    assert len(arrays) == len(expected)
+    assert all(np.array_equal(a, e.numpy()) for a, e in zip(arrays, expected))
