@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from builders.limits import MAX_TABLE_BYTES
 from builders.registry import modality_for_folder
 from shard_tools.build import BuildOptions, BuildReport, build_inventories
 from shard_tools.executors import Executor
@@ -28,6 +29,7 @@ from shard_tools.inventory import RegionInventory, Source, classify_entry, marke
 from shard_tools.progress import Progress
 
 PLAN_COLUMNS = ["path", "length"]
+MAX_RELEASE_ROWS = 1_000_000  # rows of one row group (all of M3LEO holds about a million chips per product)
 MTIME_COLUMN = "modificationTime"
 MARKER_DETAIL = {"marker": "placeholder marker"}
 
@@ -117,7 +119,13 @@ def read_rows(file: Path) -> Iterator[ReleaseRow]:
     if missing:
         raise ValueError(f"{file}: not a release Parquet file, missing column(s) {missing}")
     columns = PLAN_COLUMNS + [c for c in (MTIME_COLUMN,) if c in parquet.schema_arrow.names]
+    positions = [parquet.schema_arrow.get_field_index(c) for c in columns]
     for group in range(groups):
+        meta = parquet.metadata.row_group(group)
+        declared = sum(meta.column(i).total_uncompressed_size for i in positions)
+        if meta.num_rows > MAX_RELEASE_ROWS or declared > MAX_TABLE_BYTES:
+            raise ValueError(f"{file}: row group {group} declares {meta.num_rows} rows and {declared} bytes of "
+                             f"{', '.join(columns)}, over the limits ({MAX_RELEASE_ROWS} rows, {MAX_TABLE_BYTES} bytes)")
         try:
             table = parquet.read_row_group(group, columns=columns)
             paths, lengths = table.column("path").to_pylist(), table.column("length").to_pylist()

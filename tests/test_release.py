@@ -276,3 +276,18 @@ def test_a_compressed_600_mb_row_is_refused_unread_within_a_memory_limit(tmp_pat
     assert done.returncode == 0, done.output
     assert "chip 0000000000001" in done.stdout and reason in done.stdout, done.output
     assert done.peak_rss_mb is not None and done.peak_rss_mb < 400, done.peak_rss_mb
+
+
+def test_release_row_groups_over_the_row_and_byte_limits_are_refused_from_their_metadata(release, monkeypatch):
+    """A row group whose path/length/mtime columns declare more rows (or bytes) than a region may hold is refused
+    by its metadata before it is read, naming the file and the row group."""
+    import shard_tools.release as release_module
+
+    files = release_files([release / "conus"])
+    monkeypatch.setattr(release_module, "MAX_RELEASE_ROWS", 1)
+    with pytest.raises(ValueError, match=r"\.parquet: row group 0 declares \d+ rows and \d+ bytes of path, length"):
+        release_inventory(release / "conus", files)
+    monkeypatch.setattr(release_module, "MAX_RELEASE_ROWS", 10**6)
+    monkeypatch.setattr(release_module, "MAX_TABLE_BYTES", 10)
+    with pytest.raises(ValueError, match=r"over the limits \(1000000 rows, 10 bytes\)"):
+        release_inventory(release / "conus", files)
