@@ -137,6 +137,14 @@ def segment(tensor: torch.Tensor) -> int:
     return os.fstat(fd).st_ino
 
 
+def assert_unchanged(kept: list, arrays: list, expected: list, field: str) -> None:
+    """Kept ``(epoch, number, batch)`` and ``(epoch, number, numpy array of field)`` equal a run without recycling."""
+    for epoch, number, batch in kept:
+        assert equal(batch, expected[epoch][number]), (epoch, number)
+    for epoch, number, array in arrays:
+        assert np.array_equal(array, expected[epoch][number][field].numpy()), (epoch, number)
+
+
 @pytest.mark.parametrize("persistent", [True, False])
 def test_recycled_batches_are_never_overwritten_while_held(stream_shards, persistent):
     """Two epochs, every other batch kept and the others dropped at once (their slots are reused): the kept
@@ -161,13 +169,9 @@ def test_recycled_batches_are_never_overwritten_while_held(stream_shards, persis
     view = kept[0][2]["s1grd"][0, :2]
     copy = view.clone()
     del kept[0]
-    for epoch, number, batch in kept:
-        got = tensors_of(batch)
-        assert all(torch.equal(got[k], v) for k, v in expected[epoch][number].items()), (epoch, number)
+    assert_unchanged(kept, arrays, expected, "s1grd")
     assert torch.equal(view, copy)
-    for epoch, number, array in arrays:
-        assert np.array_equal(array, expected[epoch][number]["s1grd"].numpy()), (epoch, number)
-    del kept, batch, got, arrays, array
+    del kept, arrays
     gc.collect()
     loader._holds.poll()
     assert int(data._recycle_flags.sum()) <= 1  # the view's batch only
@@ -272,12 +276,9 @@ def test_zero_workers_recycle_batches_held_ones_keep_their_bytes(stream_shards):
                 arrays.append((epoch, number, batch["esaworldcover"]["label"].numpy()))
             del batch
     assert len(set(pointers)) < len(pointers)  # buffer sets were reused
-    for epoch, number, batch in kept:
-        assert equal(batch, expected[epoch][number]), (epoch, number)
+    assert_unchanged(kept, arrays, expected, "esaworldcover.label")
     assert torch.equal(view, copy)
-    for epoch, number, array in arrays:
-        assert np.array_equal(array, expected[epoch][number]["esaworldcover.label"].numpy()), (epoch, number)
-    del kept, batch, view, arrays, array
+    del kept, view, arrays
     gc.collect()
     loader._holds.poll()
     assert int(data._recycle_flags.sum()) == 0
