@@ -45,7 +45,8 @@ _ARENAS: "weakref.WeakValueDictionary[tuple[int, int], TailArena]" = weakref.Wea
 
 
 class TailArena:
-    """One shared-memory file for an iteration's tail batch (see the module docstring)."""
+    """One shared-memory file for an iteration's tail batch (see the module docstring). Pickled (a spawned
+    worker's copy), it is its numbers only: ``usable`` then finds another file, or none, at ``fd``."""
 
     def __init__(self):
         self.fd = os.memfd_create("m3leo-tail")
@@ -60,12 +61,6 @@ class TailArena:
         """Arenas for even and odd epochs (an epoch's tail is built while the last one's may still be held), or
         none where there are no memfds (not Linux)."""
         return (cls(), cls()) if hasattr(os, "memfd_create") else ()
-
-    def __getstate__(self) -> dict:  # a spawned worker gets the numbers, and finds no such file
-        return {"fd": self.fd, "inode": self.inode, "flag": self.flag}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
 
     def usable(self) -> bool:
         """In a worker: the inherited file is this arena's and no joined batch of it is held."""

@@ -296,13 +296,12 @@ def read_splits(path: str | Path) -> dict[str, str]:
 def read_geometry(path: str | Path) -> dict[str, tuple[float, float, float, float, float]]:
     """``identifier -> (west, south, east, north, area_km2)`` from the region's geojson; a malformed file is a
     ``ValueError`` naming it and the feature."""
+    text = region_text(path, "geojson")
     try:
-        features = json.loads(region_text(path, "geojson"))["features"]
+        features = json.loads(text)["features"]
         if not isinstance(features, list):
             raise TypeError("features is not a list")
     except (ValueError, RecursionError, TypeError, KeyError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(str(path)):
-            raise
         raise ValueError(f"{path}: not a GeoJSON FeatureCollection ({type(exc).__name__}: {str(exc)[:200]})") from None
     result = {}
     for number, feature in enumerate(features):
