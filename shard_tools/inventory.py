@@ -530,9 +530,11 @@ def row_contents(path: str, group: int, indices: set[int], max_bytes: int = MAX_
         declared = meta.column(column).total_uncompressed_size
         if declared > max(meta.num_rows, 1) * (max_bytes + 4096):
             raise OSError(f"declares {declared} bytes of content for {meta.num_rows} rows (at most {max_bytes} each)")
-        found: dict[int, bytes] = {}
-        start = 0
+        found: dict[int, bytes | None] = {}
+        start, last = 0, max(indices, default=-1)
         for batch in parquet.iter_batches(batch_size=ROW_BATCH, row_groups=[group], columns=["content"]):
+            if start > last:  # the rows after the last wanted one are not decoded
+                break
             values = batch.column(0)
             for index in sorted(indices & set(range(start, start + len(values)))):
                 value = values[index - start]
