@@ -188,20 +188,21 @@ def observations(results: dict, counts: list[int]) -> list[str]:
 
 
 def transport_notes(results: dict, workers: int) -> list[str]:
-    """The bound the remote cases' transport sets on this machine, from its measured CPU cost."""
+    """What the remote cases' transport costs on this machine, and the remote/local ratio it suggests."""
     moved, local = results.get("transport", {}), results.get(f"ours_w{workers}", {})
     if "client_cpu_s" not in moved or not local.get("samples_per_s") or f"ours_remote_w{workers}" not in results:
         return []
     cpus = os.cpu_count() or 1
     local_s = local["samples"] / local["samples_per_s"]
     cost = moved["client_cpu_s"] + moved["server_cpu_s"]
-    bound = cpus * local_s / (cpus * local_s + cost)
+    estimate = cpus * local_s / (cpus * local_s + cost)
     remote = _rate(results, f"ours_remote_w{workers}")
     return [f"Remote transport: one pass moves {moved['bytes'] / 2**20:.0f} MB through the HTTP server on this "
             f"machine, costing {moved['client_cpu_s']:.2f} CPU-s in the reading process and "
             f"{moved['server_cpu_s']:.2f} CPU-s in the server (measured alone, no reader); a local {workers}-worker "
-            f"pass of ours takes {local_s:.3f} s on {cpus} CPUs (at most {cpus * local_s:.2f} CPU-s), so a remote "
-            f"pass here is at most about {bound:.2f}x as fast as a local one; ours remote measured "
+            f"pass of ours takes {local_s:.3f} s on {cpus} CPUs (at most {cpus * local_s:.2f} CPU-s): with that CPU "
+            f"added to a pass, a remote pass would run at about {estimate:.2f}x of a local one (an estimate: it ignores "
+            f"how transport and transform overlap); ours remote measured "
             f"{remote / local['samples_per_s']:.2f}x."]
 
 
