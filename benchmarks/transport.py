@@ -2,8 +2,8 @@
 
 The remote cases pay it on the same CPUs as the reader (the server is a process of the benchmark on this
 machine), so it bounds how close a remote pass can come to a local one. ``measure(server, urls)`` runs
-``python -m benchmarks.transport '<json>'`` (a fresh process fetching every URL in ``RANGE_BYTES`` ranges
-with ``m3leo_hf.ranged.read_range``) and counts the server's CPU as this process's (idle but for the
+``python -m benchmarks.transport '<json>'`` (a fresh process fetching every URL with ``m3leo_hf.ranged.read_range``
+in the readers' request size and concurrency, ``m3leo_hf.prefetch.CHUNK_BYTES`` / ``THREADS``) and counts the server's CPU as this process's (idle but for the
 server's threads) over the same time.
 """
 
@@ -16,10 +16,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-RANGE_BYTES = 16 << 20  # the readers' request size (m3leo_hf.prefetch.CHUNK_BYTES)
-THREADS = 8             # requests in flight, as the readers' prefetch
-
 
 def _cpu_s() -> float:
     times = os.times()
@@ -38,10 +34,11 @@ def measure(urls: list[tuple[str, int]], repo: Path) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    from m3leo_hf.prefetch import CHUNK_BYTES, THREADS  # the readers' request size and requests in flight
     from m3leo_hf.ranged import read_range
 
     urls = json.loads(argv[1])
-    ranges = [(url, start, min(RANGE_BYTES, size - start)) for url, size in urls for start in range(0, size, RANGE_BYTES)]
+    ranges = [(url, start, min(CHUNK_BYTES, size - start)) for url, size in urls for start in range(0, size, CHUNK_BYTES)]
     started, wall = _cpu_s(), time.perf_counter()
     with ThreadPoolExecutor(THREADS) as pool:
         total = sum(pool.map(lambda r: len(read_range(*r)), ranges))
