@@ -1,10 +1,10 @@
 """What moving one pass's shard bytes over the benchmark's HTTP server costs in CPU, client and server side.
 
 The remote cases pay it on the same CPUs as the reader (the server is a process of the benchmark on this
-machine), so it bounds how close a remote pass can come to a local one. ``measure(server, urls)`` runs
-``python -m benchmarks.transport '<json>'`` (a fresh process fetching every URL with ``m3leo_hf.ranged.read_range``
-in the readers' request size and concurrency, ``m3leo_hf.prefetch.CHUNK_BYTES`` / ``THREADS``) and counts the server's CPU as this process's (idle but for the
-server's threads) over the same time.
+machine), so it weighs on how close a remote pass can come to a local one. ``measure(urls, repo)`` runs
+``python -m benchmarks.transport '<json>'``: a fresh process fetching every URL with ``m3leo_hf.ranged.read_range``
+in the readers' request size and concurrency (``m3leo_hf.prefetch.CHUNK_BYTES`` / ``THREADS``); the server's CPU
+is this process's own (idle but for the server's threads) over the same time.
 """
 
 from __future__ import annotations
