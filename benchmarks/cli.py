@@ -188,13 +188,13 @@ def summarise(rounds: list[dict]) -> dict:
             "checksums": good[0]["checksums"], "digests_stable": all(r["checksums"] == good[0]["checksums"] for r in good)}
 
 
-def pass_urls(base: dict, url: str) -> list[tuple[str, int]]:
-    """(URL at the server, size) of every shard one pass of a remote case reads."""
+def pass_urls(base: dict, url: str) -> list[tuple[str, str, int]]:
+    """(URL at the server, path, size) of every shard one pass of a remote case reads."""
     from benchmarks.reads import shard_urls
 
     remote = {**base, "local_roots": base["roots"], "roots": [f"{url}/{Path(r).name}" for r in base["roots"]]}
     local = {**base, "local_roots": base["roots"]}
-    return [(at, Path(path).stat().st_size) for m in base["modalities"]
+    return [(at, path, Path(path).stat().st_size) for m in base["modalities"]
             for at, path in zip(shard_urls(remote, m), shard_urls(local, m))]
 
 

@@ -188,22 +188,24 @@ def observations(results: dict, counts: list[int]) -> list[str]:
 
 
 def transport_notes(results: dict, workers: int) -> list[str]:
-    """What the remote cases' transport costs on this machine, and the remote/local ratio it suggests."""
+    """What the remote cases' transport costs on this machine, and the remote/local ratios it allows."""
     moved, local = results.get("transport", {}), results.get(f"ours_w{workers}", {})
     if "client_cpu_s" not in moved or not local.get("samples_per_s") or f"ours_remote_w{workers}" not in results:
         return []
     cpus = os.cpu_count() or 1
-    local_s = local["samples"] / local["samples_per_s"]
+    local_cpu = cpus * local["samples"] / local["samples_per_s"]
     cost = moved["client_cpu_s"] + moved["server_cpu_s"]
-    estimate = cpus * local_s / (cpus * local_s + cost)
     remote = _rate(results, f"ours_remote_w{workers}")
-    return [f"Remote transport: one pass moves {moved['bytes'] / 2**20:.0f} MB through the HTTP server on this "
-            f"machine, costing {moved['client_cpu_s']:.2f} CPU-s in the reading process and "
-            f"{moved['server_cpu_s']:.2f} CPU-s in the server (measured alone, no reader); a local {workers}-worker "
-            f"pass of ours takes {local_s:.3f} s on {cpus} CPUs (at most {cpus * local_s:.2f} CPU-s): with that CPU "
-            f"added to a pass, a remote pass would run at about {estimate:.2f}x of a local one (an estimate: it ignores "
-            f"how transport and transform overlap); ours remote measured "
-            f"{remote / local['samples_per_s']:.2f}x."]
+    return [f"Remote transport: one pass moves {moved['bytes'] / 2**20:.0f} MB. Through the HTTP server on this "
+            f"machine, as the readers fetch it, that costs {moved['client_cpu_s']:.3f} CPU-s in the reading process "
+            f"and {moved['server_cpu_s']:.3f} CPU-s in the server; over bare loopback TCP (sendfile into one "
+            f"connection per shard, received into one reused buffer) it costs {moved['floor_cpu_s']:.3f} CPU-s, "
+            f"both ends together (medians of {moved.get('passes', 3)} passes after a warm-up, no reader running). "
+            f"A local {workers}-worker pass of ours takes {local_cpu / cpus:.3f} s on {cpus} CPUs (at most "
+            f"{local_cpu:.2f} CPU-s). With the server on the same CPUs, a remote pass can run at most at "
+            f"{local_cpu / (local_cpu + moved['floor_cpu_s']):.2f}x of a local one with bare TCP, and at about "
+            f"{local_cpu / (local_cpu + cost):.2f}x with this HTTP transport (estimates: they ignore how transport "
+            f"and transform overlap); ours remote measured {remote / local['samples_per_s']:.2f}x."]
 
 
 def write(directory: Path, meta: dict, cases: list[dict], results: dict) -> list[Path]:

@@ -1,48 +1,109 @@
-"""What moving one pass's shard bytes over the benchmark's HTTP server costs in CPU, client and server side.
+"""What moving one pass's shard bytes to the reader costs in CPU on this machine, the way the remote cases move
+them and at the least any remote read can.
 
 The remote cases pay it on the same CPUs as the reader (the server is a process of the benchmark on this
-machine), so it weighs on how close a remote pass can come to a local one. ``measure(urls, repo)`` runs
-``python -m benchmarks.transport '<json>'``: a fresh process fetching every URL with ``m3leo_hf.ranged.read_range``
-in the readers' request size and concurrency (``m3leo_hf.prefetch.CHUNK_BYTES`` / ``THREADS``); the server's CPU
-is this process's own (idle but for the server's threads) over the same time.
+machine), so it weighs on how close a remote pass can come to a local one. ``measure(shards, repo)`` runs
+``python -m benchmarks.transport '<json>'``, a fresh process that
+- fetches every shard through the benchmark's HTTP server as the readers do (``m3leo_hf.ranged.read_range`` into
+  ``m3leo_hf.receive_buffers``, in ``m3leo_hf.prefetch``'s request size and concurrency), ``PASSES`` times after
+  a warm-up pass; the server's CPU is this process's own (idle but for the server's threads) over the same time;
+- sends the same files over bare loopback TCP, ``os.sendfile`` into one connection per file, received into one
+  reused buffer (no HTTP, no allocation): the floor, client and server together.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
+import socket
+import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+PASSES = 3
+
+
 def _cpu_s() -> float:
     times = os.times()
     return times.user + times.system
 
 
-def measure(urls: list[tuple[str, int]], repo: Path) -> dict:
-    """``{"bytes", "client_cpu_s", "server_cpu_s"}`` of fetching ``urls`` (``(url, size)``) once."""
+def measure(shards: list[tuple[str, str, int]], repo: Path) -> dict:
+    """``{"bytes", "client_cpu_s", "server_cpu_s", "floor_cpu_s"}`` per pass over ``shards`` (``(url, path,
+    size)``), or ``{"error"}``."""
     before = _cpu_s()
-    done = subprocess.run([sys.executable, "-m", "benchmarks.transport", json.dumps(urls)], cwd=repo,
+    done = subprocess.run([sys.executable, "-m", "benchmarks.transport", json.dumps(shards)], cwd=repo,
                           env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=600)
     server = _cpu_s() - before  # this process's own CPU (os.times counts the child apart): the server's threads
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1:]}
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "server_cpu_s": max(server, 0.0)}
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "server_cpu_s": max(server, 0.0) / (PASSES + 1)}
+
+
+def http_passes(shards: list[tuple[str, str, int]]) -> tuple[int, list[float]]:
+    """Bytes of one pass and the client CPU of each pass after the warm-up one."""
+    from m3leo_hf.prefetch import CHUNK_BYTES, KEEP_BUFFERS, THREADS  # the readers' requests and buffers
+    from m3leo_hf.ranged import read_range
+    from m3leo_hf.receive_buffers import receive_buffer
+
+    def fetch(url: str, start: int, size: int) -> int:
+        return len(read_range(url, start, size, buffer=receive_buffer(size, CHUNK_BYTES, KEEP_BUFFERS)))
+
+    ranges = [(url, start, min(CHUNK_BYTES, size - start)) for url, _, size in shards
+              for start in range(0, size, CHUNK_BYTES)]
+    cpus, total = [], 0
+    with ThreadPoolExecutor(THREADS) as pool:
+        for _ in range(PASSES + 1):
+            started = _cpu_s()
+            total = sum(pool.map(lambda r: fetch(*r), ranges))
+            cpus.append(_cpu_s() - started)
+    return total, cpus[1:]
+
+
+def floor_passes(shards: list[tuple[str, str, int]]) -> list[float]:
+    """CPU (client and server) of each pass of the shard files over bare loopback TCP, after a warm-up one."""
+    import numpy as np
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    files = [(path, size) for _, path, size in shards] * (PASSES + 1)
+    server = os.fork()
+    if server == 0:  # pragma: no cover - a child that only sends
+        for path, size in files:
+            connection, _ = listener.accept()
+            with connection, open(path, "rb") as source:
+                sent = 0
+                while sent < size:
+                    sent += os.sendfile(connection.fileno(), source.fileno(), sent, size - sent)
+        os._exit(0)
+    address = listener.getsockname()
+    listener.close()
+    buffer = memoryview(np.empty(max(size for _, size in files), dtype=np.uint8))
+    client = []
+    for number in range(PASSES + 1):
+        started = _cpu_s()
+        for _, size in files[number * len(shards):(number + 1) * len(shards)]:
+            with socket.create_connection(address) as connection:
+                got = 0
+                while got < size and (count := connection.recv_into(buffer[got:size])):
+                    got += count
+        client.append(_cpu_s() - started)
+    os.waitpid(server, 0)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = (children.ru_utime + children.ru_stime) / (PASSES + 1)
+    return [cpu + server_cpu for cpu in client[1:]]
 
 
 def main(argv: list[str]) -> int:
-    from m3leo_hf.prefetch import CHUNK_BYTES, THREADS  # the readers' request size and requests in flight
-    from m3leo_hf.ranged import read_range
-
-    urls = json.loads(argv[1])
-    ranges = [(url, start, min(CHUNK_BYTES, size - start)) for url, size in urls for start in range(0, size, CHUNK_BYTES)]
-    started, wall = _cpu_s(), time.perf_counter()
-    with ThreadPoolExecutor(THREADS) as pool:
-        total = sum(pool.map(lambda r: len(read_range(*r)), ranges))
-    print(json.dumps({"bytes": total, "client_cpu_s": _cpu_s() - started, "wall_s": time.perf_counter() - wall}))
+    shards = json.loads(argv[1])
+    wall = time.perf_counter()
+    total, client = http_passes(shards)
+    floor = floor_passes(shards)
+    print(json.dumps({"bytes": total, "passes": PASSES, "client_cpu_s": statistics.median(client),
+                      "floor_cpu_s": statistics.median(floor), "wall_s": time.perf_counter() - wall}))
     return 0
 
 

@@ -1,8 +1,8 @@
 """Remote reads ahead: the wanted samples cut into chunks of consecutive samples, each chunk of each modality
 fetched by one bounded Range request in a thread pool, chunks ahead up to a byte budget, so that the
-latency of one request overlaps the transfer and decoding of others. Each sample is then checked exactly
-as a streamed read checks it (``reader._read_sample``: member names and sizes against the index, the json
-member's sha256)."""
+latency of one request overlaps the transfer and decoding of others. A chunk is received into a recycled
+buffer (``m3leo_hf.receive_buffers``). Each sample is then checked exactly as a streamed read checks it
+(``reader._read_sample``: member names and sizes against the index, the json member's sha256)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,23 @@ import numpy as np
 
 from m3leo_hf import reader
 from m3leo_hf.ranged import read_range
+from m3leo_hf.receive_buffers import receive_buffer
 from m3leo_hf.reader import ShardError, ShardFile
 
 T = TypeVar("T")
 CHUNK_BYTES = 16 << 20   # bytes of one request (one sample at least)
 AHEAD_BYTES = 128 << 20  # bytes requested and not yet consumed, per process
 THREADS = 8              # requests in flight
+KEEP_BUFFERS = 2 * AHEAD_BYTES // CHUNK_BYTES  # free receive buffers kept: chunks ahead, and a primed epoch's
 
 
 class MemoryReader:
     """What ``reader._read_sample`` reads through (``position``, ``skip``, ``view``) over bytes fetched from
     byte ``start`` of a shard: members are views of those bytes, not copies."""
 
-    def __init__(self, data: bytearray, start: int):
-        self._data, self._start, self.position = memoryview(data), start, start
+    def __init__(self, data: bytearray | np.ndarray, start: int):
+        self._data = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+        self._start = self.position = start
 
     def skip(self, count: int) -> None:
         self.position += count
@@ -38,7 +41,7 @@ class MemoryReader:
         at = self.position - self._start
         count = max(0, min(size, len(self._data) - at))
         self.position += count
-        return np.frombuffer(self._data, dtype=np.uint8, count=count, offset=at)
+        return self._data[at:at + count]
 
 
 def fetch_samples(shard: ShardFile, keys: Sequence[str], indices: Sequence[int], *, retries: int = 3,
@@ -48,8 +51,9 @@ def fetch_samples(shard: ShardFile, keys: Sequence[str], indices: Sequence[int],
     end = int(shard.offsets[indices[-1]] + sample_bytes(shard, indices[-1]))
     index = indices[0]
     try:
+        buffer = receive_buffer(end - start, CHUNK_BYTES, KEEP_BUFFERS)
         source = MemoryReader(read_range(shard.url, start, end - start, retries=retries,
-                                         storage_options=storage_options), start)
+                                         storage_options=storage_options, buffer=buffer), start)
         out = []
         for index in indices:
             out.append((index, reader._read_sample(source, shard, keys, index, False)))

@@ -24,14 +24,18 @@ RUN_BYTES = 32 << 20
 PREALLOCATE_BYTES = 64 << 20  # larger requests grow with what arrives, whatever their size claims
 
 
-def read_range(url: str, offset: int, size: int, *, retries: int = 3,
-               storage_options: Mapping | None = None) -> bytearray:
-    """Exactly ``size`` bytes of ``url`` from ``offset``, with retries; a short source is an ``OSError``."""
+def read_range(url: str, offset: int, size: int, *, retries: int = 3, storage_options: Mapping | None = None,
+               buffer: np.ndarray | None = None) -> bytearray | np.ndarray:
+    """Exactly ``size`` bytes of ``url`` from ``offset``, with retries; a short source is an ``OSError``.
+    ``buffer`` (a writable uint8 array of ``size`` bytes or more): HTTP and local reads go into it and return
+    a view of it (no fresh memory to fault in per request)."""
     if offset < 0 or size <= 0:
         raise ValueError(f"{url}: invalid byte range offset={offset} size={size}")
+    if buffer is not None and (buffer.dtype != np.uint8 or buffer.ndim != 1 or len(buffer) < size):
+        raise ValueError(f"{url}: a receive buffer of {len(buffer)} bytes cannot hold {size}")
     for attempt in range(retries + 1):
         try:
-            data = _fetch(url, offset, size, storage_options)
+            data = _fetch(url, offset, size, storage_options, buffer)
             if len(data) != size:  # a remote stream may have been cut: retried; a local file is short
                 short = f"the source ends after {len(data)} of {size} bytes"
                 raise reader._RemoteEOF(short) if is_url(url) else ValueError(short)
@@ -44,13 +48,17 @@ def read_range(url: str, offset: int, size: int, *, retries: int = 3,
     raise AssertionError("unreachable")
 
 
-def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None) -> bytearray:
-    """The bytes read in chunks: memory follows what the source really holds, whatever ``size`` claims."""
+def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None,
+           buffer: np.ndarray | None) -> bytearray | np.ndarray:
+    """The bytes read in chunks: memory follows what the source really holds, whatever ``size`` claims
+    (``buffer``, when given, holds ``size`` bytes already)."""
     if url.startswith(("http://", "https://")):
         request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{offset + size - 1}"})
         with urllib.request.urlopen(request, timeout=60) as response:
             if response.status != 206:  # the server ignored Range: skip to offset in the full body
                 _skip(response, offset)
+            if buffer is not None:
+                return _read_into(response, size, buffer)
             return _read_into(response, size) if size <= PREALLOCATE_BYTES else _read_upto(response, size)
     if is_url(url):
         fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
@@ -61,7 +69,7 @@ def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None) ->
         return bytearray(fs.cat_file(path, start=offset, end=offset + size))
     with open(url.removeprefix("file://"), "rb") as handle:
         handle.seek(offset)
-        return _read_upto(handle, size)
+        return _read_upto(handle, size) if buffer is None else _read_into(handle, size, buffer)
 
 
 def _skip(stream, count: int) -> None:
@@ -72,17 +80,20 @@ def _skip(stream, count: int) -> None:
         count -= got
 
 
-def _read_into(stream, size: int) -> bytearray:
-    """At most ``size`` bytes of ``stream`` read into one buffer (no per-chunk copies), fewer if it ends first."""
-    data = bytearray(size)
-    view, filled = memoryview(data), 0
-    while filled < size:
-        count = stream.readinto(view[filled:])
-        if not count:
-            view.release()
-            del data[filled:]
-            return data
-        filled += count
+def _read_into(stream, size: int, buffer: np.ndarray | None = None) -> bytearray | np.ndarray:
+    """At most ``size`` bytes of ``stream`` read into one buffer (a new one, or the start of ``buffer``;
+    no per-chunk copies), fewer if it ends first."""
+    data = bytearray(size) if buffer is None else buffer
+    filled = 0
+    with memoryview(data) as view:
+        while filled < size:
+            count = stream.readinto(view[filled:size])
+            if not count:
+                break
+            filled += count
+    if buffer is not None:
+        return buffer[:filled]
+    del data[filled:]
     return data
 
 

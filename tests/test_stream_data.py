@@ -288,6 +288,39 @@ def test_http_root_streams_like_local(stream_shards, ranges, chunk, monkeypatch)
         server.shutdown()
 
 
+def same(a, b) -> bool:
+    """Equal nested samples: tensors by value, the rest by ``==``."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def test_samples_kept_from_a_remote_stream_keep_their_values(stream_shards):
+    """Unbatched remote samples are views of recycled receive buffers: kept over two epochs (the second
+    reading into buffers the first let go of), they still equal the local ones."""
+    from m3leo_hf import receive_buffers
+
+    server, _ = serve(stream_shards)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        options = dict(modalities=["s1grd", "esaworldcover"], seed=2)
+        remote = m3leo_hf.stream([f"{base}/{r}" for r in REGIONS], **options)
+        local = m3leo_hf.stream(roots(stream_shards), **options)
+        kept = []
+        for epoch in range(2):
+            remote.set_epoch(epoch)
+            local.set_epoch(epoch)
+            kept += list(zip(remote, local, strict=True))
+            if epoch == 0:
+                assert sum(1 for _ in remote)  # a pass let go of at once: its buffers are free for epoch 1
+                assert receive_buffers._POOL.free() > 0
+        assert kept and all(same(a, b) for a, b in kept)
+    finally:
+        server.shutdown()
+
+
 def test_http_root_with_persistent_workers_over_epochs_and_a_resume(stream_shards):
     """Workers start the next epoch's requests at the end of one: used when the next iteration starts there,
     dropped when it does not (a resumed position), and the batches are the local ones either way."""
