@@ -10,6 +10,7 @@ from __future__ import annotations
 import cProfile
 import io
 import json
+import os
 import pstats
 import statistics
 import sys
@@ -30,6 +31,7 @@ def main(argv: list[str]) -> int:
     result["rss_start_mb"] = rss_start / 2**20
     result["peak_rss_mb"] = _peak_rss_mb()
     result["peak_child_rss_mb"] = sampler.stop() if sampler else 0.0
+    result["peak_arena_mb"] = sampler.arena_peak / 2**20 if sampler else 0.0
     if profiler is not None:
         _write_profile(profiler, spec["profile"])
     print(json.dumps(result))
@@ -45,19 +47,23 @@ def _peak_rss_mb() -> float:
 class _WorkerSampler(threading.Thread):
     """The summed peaks of this process's descendants (DataLoader / pool workers): each one's own ``VmHWM``,
     read every ``PERIOD_S`` while it lives (it only grows, so a transient peak between reads is counted too);
-    it counts pages workers share with this process."""
+    it counts pages workers share with this process. Also the most shared memory this process's tail arenas
+    (``m3leo_hf.tail_arena``) held at once: their pages stay allocated between epochs, and count in an RSS
+    only while mapped."""
 
     PERIOD_S = 0.05
 
     def __init__(self):
         super().__init__(daemon=True)
         self.peaks: dict[int, int] = {}
+        self.arena_peak = 0
         self._done = threading.Event()
         self.start()
 
     def run(self) -> None:
         me = psutil.Process()
         while not self._done.wait(self.PERIOD_S):
+            self.arena_peak = max(self.arena_peak, _arena_bytes())
             for child in me.children(recursive=True):
                 try:
                     with open(f"/proc/{child.pid}/status") as status:
@@ -70,6 +76,19 @@ class _WorkerSampler(threading.Thread):
         self._done.set()
         self.join()
         return sum(self.peaks.values()) / 1024
+
+
+def _arena_bytes() -> int:
+    """Allocated bytes of the tail arena files this process holds open (each once: an mmap holds a duplicate)."""
+    files = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/memfd:m3leo-tail"):
+                stat = os.stat(f"/proc/self/fd/{fd}")
+                files[(stat.st_dev, stat.st_ino)] = stat.st_blocks * 512
+        except OSError:
+            continue
+    return sum(files.values())
 
 
 def _read(spec: dict, profiler: cProfile.Profile | None) -> dict:

@@ -185,6 +185,7 @@ def summarise(rounds: list[dict]) -> dict:
             "rss_start_mb": good[0]["rss_start_mb"], "peak_rss_mb": max(r["peak_rss_mb"] for r in good),
             "peak_child_rss_mb": max(r["peak_child_rss_mb"] for r in good),
             "peak_total_rss_mb": max(r["peak_rss_mb"] + r["peak_child_rss_mb"] for r in good),
+            "peak_arena_mb": max(r.get("peak_arena_mb", 0.0) for r in good),
             "checksums": good[0]["checksums"], "digests_stable": all(r["checksums"] == good[0]["checksums"] for r in good)}
 
 

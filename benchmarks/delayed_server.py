@@ -4,6 +4,7 @@ and records what a reader really fetched: ``requests`` (path, Range header) and 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -85,16 +86,20 @@ class DelayedServer:
                     server.requests.append((relative, self.headers.get("Range", "")))
                 if not body:
                     return
+                with server._lock:  # counted before sending: a client never sees a stale count
+                    server.sent[relative] += end - start
                 with path.open("rb") as handle:  # sent from the page cache by the kernel, as a static file server does
                     position = start
                     try:
                         while position < end:
-                            count = min(1 << 20, end - position)
-                            with server._lock:  # counted before sending: a client never sees a stale count
-                                server.sent[relative] += count
-                            self.connection.sendfile(handle, offset=position, count=count)
+                            count = os.sendfile(self.connection.fileno(), handle.fileno(), position, end - position)
+                            if not count:  # the file shrank under the server
+                                break
                             position += count
                     except (BrokenPipeError, ConnectionResetError):
                         pass
+                    if position < end:
+                        with server._lock:
+                            server.sent[relative] -= end - position
 
         return Handler

@@ -183,8 +183,23 @@ def observations(results: dict, counts: list[int]) -> list[str]:
                          max(r["samples_per_s_max"] / r["samples_per_s"] for r in spread))
             notes.append(text + f"; rounds of these two ranged {100 * (low - 1):+.0f}% to {100 * (high - 1):+.0f}% "
                                 f"around their medians.")
+    notes += arena_notes(results, counts)
     notes += transport_notes(results, max(counts) if counts else 0)
     return notes
+
+
+def arena_notes(results: dict, counts: list[int]) -> list[str]:
+    """The shared memory our tail arenas keep between epochs, beside the RSS figures it is only partly in."""
+    held = {w: results.get(f"ours_w{w}", {}).get("peak_arena_mb", 0.0) for w in counts}
+    if not any(held.values()):
+        return []
+    w = max(held, key=held.get)
+    total = results[f"ours_w{w}"]["peak_total_rss_mb"]
+    return [f"Tail arenas: at {w} workers ours kept up to {held[w]:.0f} MB of shared memory in its two tail "
+            f"arenas (pages allocated once and reused every other epoch, m3leo_hf/tail_arena.py). An RSS counts "
+            f"those pages only while a process maps them (the last batch of each epoch), so the peak RSS above "
+            f"({total:.0f} MB) holds part of them; main + workers + all of them is at most "
+            f"{total + held[w]:.0f} MB."]
 
 
 def transport_notes(results: dict, workers: int) -> list[str]:
@@ -196,16 +211,17 @@ def transport_notes(results: dict, workers: int) -> list[str]:
     local_cpu = cpus * local["samples"] / local["samples_per_s"]
     cost = moved["client_cpu_s"] + moved["server_cpu_s"]
     remote = _rate(results, f"ours_remote_w{workers}")
+    skipped = moved.get("local_read_cpu_s", 0.0)
     return [f"Remote transport: one pass moves {moved['bytes'] / 2**20:.0f} MB. Through the HTTP server on this "
             f"machine, as the readers fetch it, that costs {moved['client_cpu_s']:.3f} CPU-s in the reading process "
-            f"and {moved['server_cpu_s']:.3f} CPU-s in the server; over bare loopback TCP (sendfile into one "
-            f"connection per shard, received into one reused buffer) it costs {moved['floor_cpu_s']:.3f} CPU-s, "
-            f"both ends together (medians of {moved.get('passes', 3)} passes after a warm-up, no reader running). "
-            f"A local {workers}-worker pass of ours takes {local_cpu / cpus:.3f} s on {cpus} CPUs (at most "
-            f"{local_cpu:.2f} CPU-s). With the server on the same CPUs, a remote pass can run at most at "
-            f"{local_cpu / (local_cpu + moved['floor_cpu_s']):.2f}x of a local one with bare TCP, and at about "
-            f"{local_cpu / (local_cpu + cost):.2f}x with this HTTP transport (estimates: they ignore how transport "
-            f"and transform overlap); ours remote measured {remote / local['samples_per_s']:.2f}x."]
+            f"and {moved['server_cpu_s']:.3f} CPU-s in the server. Reading the same bytes from the page cache, as "
+            f"a local pass does, costs {skipped:.3f} CPU-s, "
+            f"which a remote pass does not spend (medians of {moved.get('passes', 3)} passes after a warm-up, no "
+            f"reader running). A local {workers}-worker pass of ours takes {local_cpu / cpus:.3f} s on {cpus} CPUs "
+            f"(at most {local_cpu:.2f} CPU-s). With the server on the same CPUs, that transport alone would put a "
+            f"remote pass at about {local_cpu / (local_cpu - skipped + cost):.2f}x of a local one (an estimate: it "
+            f"ignores how transport and transform contend for CPUs, caches and the GIL); ours remote measured "
+            f"{remote / local['samples_per_s']:.2f}x."]
 
 
 def write(directory: Path, meta: dict, cases: list[dict], results: dict) -> list[Path]:

@@ -1,5 +1,5 @@
 """What moving one pass's shard bytes to the reader costs in CPU on this machine, the way the remote cases move
-them and at the least any remote read can.
+them, and what reading them locally costs instead.
 
 The remote cases pay it on the same CPUs as the reader (the server is a process of the benchmark on this
 machine), so it weighs on how close a remote pass can come to a local one. ``measure(shards, repo)`` runs
@@ -7,16 +7,14 @@ machine), so it weighs on how close a remote pass can come to a local one. ``mea
 - fetches every shard through the benchmark's HTTP server as the readers do (``m3leo_hf.ranged.read_range`` into
   ``m3leo_hf.receive_buffers``, in ``m3leo_hf.prefetch``'s request size and concurrency), ``PASSES`` times after
   a warm-up pass; the server's CPU is this process's own (idle but for the server's threads) over the same time;
-- sends the same files over bare loopback TCP, ``os.sendfile`` into one connection per file, received into one
-  reused buffer (no HTTP, no allocation): the floor, client and server together.
+- reads the same files from the page cache into fresh buffers of 8 MB (about one member each), as the local
+  reader does: the work a remote pass does not do.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,8 +31,8 @@ def _cpu_s() -> float:
 
 
 def measure(shards: list[tuple[str, str, int]], repo: Path) -> dict:
-    """``{"bytes", "client_cpu_s", "server_cpu_s", "floor_cpu_s"}`` per pass over ``shards`` (``(url, path,
-    size)``), or ``{"error"}``."""
+    """``{"bytes", "client_cpu_s", "server_cpu_s", "local_read_cpu_s"}`` per pass over ``shards``
+    (``(url, path, size)``), or ``{"error"}``."""
     before = _cpu_s()
     done = subprocess.run([sys.executable, "-m", "benchmarks.transport", json.dumps(shards)], cwd=repo,
                           env={**os.environ, "PYTHONPATH": str(repo)}, capture_output=True, text=True, timeout=600)
@@ -64,46 +62,30 @@ def http_passes(shards: list[tuple[str, str, int]]) -> tuple[int, list[float]]:
     return total, cpus[1:]
 
 
-def floor_passes(shards: list[tuple[str, str, int]]) -> list[float]:
-    """CPU (client and server) of each pass of the shard files over bare loopback TCP, after a warm-up one."""
+def local_passes(shards: list[tuple[str, str, int]], piece: int = 8 << 20) -> list[float]:
+    """CPU of each pass reading the shard files (``piece`` bytes at a time, each into a fresh buffer: the local
+    reader's ``np.empty`` per member) after a warm-up one."""
     import numpy as np
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    files = [(path, size) for _, path, size in shards] * (PASSES + 1)
-    server = os.fork()
-    if server == 0:  # pragma: no cover - a child that only sends
-        for path, size in files:
-            connection, _ = listener.accept()
-            with connection, open(path, "rb") as source:
-                sent = 0
-                while sent < size:
-                    sent += os.sendfile(connection.fileno(), source.fileno(), sent, size - sent)
-        os._exit(0)
-    address = listener.getsockname()
-    listener.close()
-    buffer = memoryview(np.empty(max(size for _, size in files), dtype=np.uint8))
-    client = []
-    for number in range(PASSES + 1):
+    cpus = []
+    for _ in range(PASSES + 1):
         started = _cpu_s()
-        for _, size in files[number * len(shards):(number + 1) * len(shards)]:
-            with socket.create_connection(address) as connection:
-                got = 0
-                while got < size and (count := connection.recv_into(buffer[got:size])):
-                    got += count
-        client.append(_cpu_s() - started)
-    os.waitpid(server, 0)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = (children.ru_utime + children.ru_stime) / (PASSES + 1)
-    return [cpu + server_cpu for cpu in client[1:]]
+        for _, path, size in shards:
+            with open(path, "rb", buffering=0) as source:
+                for start in range(0, size, piece):
+                    source.readinto(np.empty(min(piece, size - start), dtype=np.uint8))
+        cpus.append(_cpu_s() - started)
+    return cpus[1:]
 
 
 def main(argv: list[str]) -> int:
     shards = json.loads(argv[1])
     wall = time.perf_counter()
     total, client = http_passes(shards)
-    floor = floor_passes(shards)
+    local = local_passes(shards)
     print(json.dumps({"bytes": total, "passes": PASSES, "client_cpu_s": statistics.median(client),
-                      "floor_cpu_s": statistics.median(floor), "wall_s": time.perf_counter() - wall}))
+                      "local_read_cpu_s": statistics.median(local),
+                      "wall_s": time.perf_counter() - wall}))
     return 0
 
 

@@ -8,11 +8,14 @@ the old way); a loader keeps two, for even and odd epochs, since workers build a
 epoch's may still be held. The layout is the tail batch's fields in collate order, each ``total`` rows in a
 page-aligned region, so every worker computes the same offsets from its own part. ``flag`` (shared) is 1 from
 the moment the main process hands the joined batch out until all its memory is gone (``recycle.Holds``: every
-tensor, view and ``.numpy()`` array of it); only then is the file
-emptied (its pages freed) and the flag cleared. A worker writes only while the flag is 0, so it never writes
-into a batch still held: a tail arriving while its arena is held is joined by copying, as without arenas.
-Non-persistent workers get fresh files every iteration, so the workers of an abandoned iteration never write
-into the next one's.
+tensor, view and ``.numpy()`` array of it); only then is the
+flag cleared. A worker writes only while the flag is 0, so it never writes into a batch still held: a tail
+arriving while its arena is held is joined by copying, as without arenas. The file keeps its pages for the next
+tail of its parity, as recycled batches keep theirs (``m3leo_hf.recycle``): emptying it at each release and
+allocating it again cost the kernel a sixth of a 2-worker epoch's CPU in ``make bench`` (every page freed, then
+allocated and cleared). A loader's two arenas so hold at most two tail batches of shared memory, until the loader
+is gone. Non-persistent workers get fresh files every iteration, so the workers of an abandoned iteration never
+write into the next one's.
 """
 
 from __future__ import annotations
@@ -75,8 +78,7 @@ class TailArena:
         return ArenaWriter(self, start, total)
 
     def release(self) -> None:
-        """The joined batch is gone: free the file's pages, then let workers write again."""
-        os.ftruncate(self.fd, 0)
+        """The joined batch is gone: let workers write again (into the pages it had)."""
         self.flag[0] = 0
 
 
@@ -95,7 +97,7 @@ class ArenaWriter:
         offset, self.cursor = self.cursor, self.cursor + size
         if size == 0:
             return torch.from_numpy(np.empty(shape, dtype))
-        os.posix_fallocate(self.arena.fd, offset, size)  # grows the file, never shrinks it
+        _allocate(self.arena.fd, offset, size)
         tensor = _view(self.arena.fd, offset, size, dtype, (self.total, *row_shape))[self.start:self.start + shape[0]]
         rows = ArenaRows(self.arena.inode, offset, self.total, self.start, int(shape[0]), row_shape, dtype.str)
         self.written[id(tensor)] = (tensor, rows)
@@ -114,6 +116,14 @@ class ArenaWriter:
 def _region_bytes(total: int, row_shape: tuple[int, ...], dtype: np.dtype) -> int:
     """Bytes of a field region: ``total`` rows, rounded up to whole pages (so every region is mappable)."""
     return -(-total * int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize // PAGE) * PAGE
+
+
+def _allocate(fd: int, offset: int, size: int) -> None:
+    """Pages for ``[offset, offset + size)`` of the file (a full shared memory is an ``OSError`` here, not a
+    SIGBUS at the first write). Regions are allocated in order from byte 0 and never freed, so every byte below
+    the file's size already has its page."""
+    if os.fstat(fd).st_size < offset + size:
+        os.posix_fallocate(fd, offset, size)  # grows the file, never shrinks it
 
 
 def _close(fd: int) -> None:
@@ -144,8 +154,7 @@ def join_rows(values: Sequence[Any], name: str) -> tuple[torch.Tensor, "TailAren
                          f"({sorted(set(written))})")
     dtype = np.dtype(first.dtype)
     size = _region_bytes(first.total, first.row_shape, dtype)
-    if os.fstat(arena.fd).st_size < first.offset + size:
-        os.posix_fallocate(arena.fd, first.offset, size)
+    _allocate(arena.fd, first.offset, size)
     joined = _view(arena.fd, first.offset, size, dtype, (first.total, *first.row_shape))
     row = 0
     for value in values:
