@@ -40,8 +40,13 @@ def main(argv: list[str]) -> int:
 
 def _peak_rss_mb() -> float:
     """This process's peak RSS since exec (``VmHWM``; ``ru_maxrss`` would include the launcher's)."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    return _vmhwm_kb("self") / 1024
+
+
+def _vmhwm_kb(pid: int | str) -> int:
+    """A process's peak RSS (``VmHWM``) in KiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 
 
 class _WorkerSampler(threading.Thread):
@@ -66,8 +71,7 @@ class _WorkerSampler(threading.Thread):
             self.arena_peak = max(self.arena_peak, _arena_bytes())
             for child in me.children(recursive=True):
                 try:
-                    with open(f"/proc/{child.pid}/status") as status:
-                        hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+                    hwm = _vmhwm_kb(child.pid)
                 except (OSError, StopIteration):
                     continue
                 self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), hwm)

@@ -4,8 +4,8 @@ them, and what reading them locally costs instead.
 The remote cases pay it on the same CPUs as the reader (the server is a process of the benchmark on this
 machine), so it weighs on how close a remote pass can come to a local one. ``measure(shards, repo)`` runs
 ``python -m benchmarks.transport '<json>'``, a fresh process that
-- fetches every shard through the benchmark's HTTP server as the readers do (``m3leo_hf.ranged.read_range`` into
-  ``m3leo_hf.receive_buffers``, in ``m3leo_hf.prefetch``'s request size and concurrency), ``PASSES`` times after
+- fetches every shard through the benchmark's HTTP server as the readers do (``m3leo_hf.prefetch.fetch_range``,
+  in its request size and concurrency), ``PASSES`` times after
   a warm-up pass; the server's CPU is this process's own (idle but for the server's threads) over the same time;
 - reads the same files from the page cache into fresh buffers of 8 MB (about one member each), as the local
   reader does: the work a remote pass does not do.
@@ -44,12 +44,7 @@ def measure(shards: list[tuple[str, str, int]], repo: Path) -> dict:
 
 def http_passes(shards: list[tuple[str, str, int]]) -> tuple[int, list[float]]:
     """Bytes of one pass and the client CPU of each pass after the warm-up one."""
-    from m3leo_hf.prefetch import CHUNK_BYTES, KEEP_BUFFERS, THREADS  # the readers' requests and buffers
-    from m3leo_hf.ranged import read_range
-    from m3leo_hf.receive_buffers import receive_buffer
-
-    def fetch(url: str, start: int, size: int) -> int:
-        return len(read_range(url, start, size, buffer=receive_buffer(size, CHUNK_BYTES, KEEP_BUFFERS)))
+    from m3leo_hf.prefetch import CHUNK_BYTES, THREADS, fetch_range  # the readers' requests and buffers
 
     ranges = [(url, start, min(CHUNK_BYTES, size - start)) for url, _, size in shards
               for start in range(0, size, CHUNK_BYTES)]
@@ -57,7 +52,7 @@ def http_passes(shards: list[tuple[str, str, int]]) -> tuple[int, list[float]]:
     with ThreadPoolExecutor(THREADS) as pool:
         for _ in range(PASSES + 1):
             started = _cpu_s()
-            total = sum(pool.map(lambda r: fetch(*r), ranges))
+            total = sum(pool.map(lambda r: len(fetch_range(*r)), ranges))
             cpus.append(_cpu_s() - started)
     return total, cpus[1:]
 

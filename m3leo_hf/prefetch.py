@@ -51,15 +51,21 @@ def fetch_samples(shard: ShardFile, keys: Sequence[str], indices: Sequence[int],
     end = int(shard.offsets[indices[-1]] + sample_bytes(shard, indices[-1]))
     index = indices[0]
     try:
-        buffer = receive_buffer(end - start, CHUNK_BYTES, KEEP_BUFFERS)
-        source = MemoryReader(read_range(shard.url, start, end - start, retries=retries,
-                                         storage_options=storage_options, buffer=buffer), start)
+        source = MemoryReader(fetch_range(shard.url, start, end - start, retries=retries,
+                                          storage_options=storage_options), start)
         out = []
         for index in indices:
             out.append((index, reader._read_sample(source, shard, keys, index, False)))
         return out
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ShardError(f"{shard.url}: cannot read sample {index} ({keys[index]}): {exc}") from exc
+
+
+def fetch_range(url: str, start: int, size: int, *, retries: int = 3,
+                storage_options: Mapping | None = None) -> bytearray | np.ndarray:
+    """``size`` bytes of ``url`` from ``start`` (one request), received into a recycled buffer when they fit one."""
+    return read_range(url, start, size, retries=retries, storage_options=storage_options,
+                      buffer=receive_buffer(size, CHUNK_BYTES, KEEP_BUFFERS))
 
 
 def sample_bytes(shard: ShardFile, index: int) -> int:
