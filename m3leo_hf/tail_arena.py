@@ -98,7 +98,7 @@ class ArenaWriter:
         if size == 0:
             return torch.from_numpy(np.empty(shape, dtype))
         _allocate(self.arena.fd, offset, size)
-        tensor = _view(self.arena.fd, offset, size, dtype, (self.total, *row_shape))[self.start:self.start + shape[0]]
+        tensor = _rows_view(self.arena.fd, offset, row_shape, dtype, self.start, int(shape[0]))
         rows = ArenaRows(self.arena.inode, offset, self.total, self.start, int(shape[0]), row_shape, dtype.str)
         self.written[id(tensor)] = (tensor, rows)
         return tensor
@@ -138,6 +138,22 @@ def _view(fd: int, offset: int, size: int, dtype: np.dtype, shape: tuple[int, ..
     region = mmap.mmap(fd, size, offset=offset)
     count = int(np.prod(shape, dtype=np.int64))
     return torch.from_numpy(np.frombuffer(region, dtype=dtype, count=count).reshape(shape))
+
+
+def _rows_view(fd: int, offset: int, row_shape: tuple[int, ...], dtype: np.dtype, start: int, rows: int
+               ) -> torch.Tensor:
+    """Rows ``[start, start + rows)`` of the field region at ``offset``, mapped alone (the pages that hold them)
+    and prefaulted: a worker writes every byte of them, and one populating call costs less than a page fault
+    per page (the file keeps its pages between epochs, but each epoch's mapping is new)."""
+    if rows == 0:
+        return torch.from_numpy(np.empty((0, *row_shape), dtype))
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    first, end = offset + start * row_bytes, offset + (start + rows) * row_bytes
+    base = first - first % PAGE
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    region = mmap.mmap(fd, -(-(end - base) // PAGE) * PAGE, flags=flags, offset=base)
+    array = np.frombuffer(region, dtype=dtype, count=rows * (row_bytes // dtype.itemsize), offset=first - base)
+    return torch.from_numpy(array.reshape(rows, *row_shape))
 
 
 def join_rows(values: Sequence[Any], name: str) -> tuple[torch.Tensor, "TailArena"] | None:

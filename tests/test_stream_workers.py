@@ -250,6 +250,36 @@ def in_arena_mapping(tensor: torch.Tensor) -> bool:
     return False
 
 
+def mapping_of(tensor: torch.Tensor) -> dict[str, int]:
+    """``Size`` and ``Rss`` in kB of the mapping that holds ``tensor``'s memory (``/proc/self/smaps``)."""
+    address, found = tensor.data_ptr(), {}
+    with open("/proc/self/smaps") as smaps:
+        inside = False
+        for line in smaps:
+            head = line.split()[0]
+            if not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low <= address < high
+            elif inside and head in ("Size:", "Rss:"):
+                found[head[:-1]] = int(line.split()[1])
+    return found
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="arenas need memfds")
+def test_a_worker_maps_only_its_own_rows_of_the_tail_with_their_pages():
+    """A worker's tail part is a mapping of just the pages that hold its rows, prefaulted (it writes all of
+    them), and its values land at those rows of the region the main process maps."""
+    from m3leo_hf.tail_arena import TailArena, _view
+
+    arena = TailArena()
+    rows = arena.writer(start=3, total=8)("x", (2, 1000, 7), np.float32)
+    found = mapping_of(rows)  # before any write
+    assert found["Size"] <= 2 * 1000 * 7 * 4 / 1024 + 8 and found["Rss"] == found["Size"]
+    rows.copy_(torch.arange(2 * 1000 * 7, dtype=torch.float32).reshape(2, 1000, 7))
+    region = _view(arena.fd, 0, os.fstat(arena.fd).st_size, np.dtype(np.float32), (8, 1000, 7))
+    assert torch.equal(region[3:5], rows) and not region[:3].any() and not region[5:].any()
+
+
 def test_spawned_workers_send_their_tail_parts_as_tensors(stream_shards):
     """Spawned workers do not inherit the arena's file: they send their parts, joined by copying, equal."""
     expected = epochs_without_arena(stream_shards, 1, multiprocessing_context="spawn")
