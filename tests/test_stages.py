@@ -212,3 +212,17 @@ def test_load_takes_resize_and_a_user_stage(built, tmp_path):
     sample = next(iter(ds))
     assert sample["coherence"].shape == (4, 4, 12, 12) and sample["x"].shape == (12,)
     assert torch.isfinite(sample["coherence"]).all() and sample["marker"].tolist() == [1.0]
+
+
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "int32"])
+def test_one_pass_normalise_of_integers_fills_what_overflows(dtype):
+    """Integers normalised by tiny or missing statistics overflow to inf or turn NaN: still filled, as
+    ToFloat -> Normalize -> FillNaN fills them; with ordinary statistics only the nodata is."""
+    array = (np.arange(2 * 4 * 5).reshape(2, 4, 5) * 6).astype(dtype)
+    field = {**GRID, "dtype": dtype, "shape": list(array.shape), "band_names": ["a", "b"], "nodata": None}
+    for std, mean in [([1e-37, 2.0], [0.0, 1.0]), ([1.0, 2.0], [float("nan"), 1.0]), ([3.0, 2.0], [1.0, 1.0])]:
+        stats = {"s1grd": {"band_names": ["a", "b"], "count": [1, 1], "mean": mean, "std": std}}
+        chip = Chip("s1grd", {"s1grd": array}, {"s1grd": field})
+        three = Pipeline([ToFloat(), Normalize(stats), FillNaN(0.0)])(chip).arrays["s1grd"]
+        one = Normalize(stats, fill=0.0)(chip).arrays["s1grd"]
+        assert np.isfinite(one).all() and np.array_equal(one, three), (std, mean)

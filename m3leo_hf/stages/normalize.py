@@ -49,6 +49,18 @@ def moments(stats: Mapping, bands: Sequence[str], what: str) -> tuple[np.ndarray
     return mean[index], std[index]
 
 
+def always_finite(dtype: np.dtype, mean: np.ndarray, divisor: np.ndarray) -> bool:
+    """Is ``(x - mean) / divisor`` in float32 finite for every value ``x`` an integer ``dtype`` can hold (per
+    band)? Then only a declared nodata can be missing, and no pass over the result needs to look for NaN or inf."""
+    if dtype.kind not in "iu":
+        return False
+    info = np.iinfo(dtype)
+    mean, divisor = mean.astype(np.float64), divisor.astype(np.float64)
+    with np.errstate(all="ignore"):
+        reach = np.maximum(np.abs(info.min - mean), np.abs(info.max - mean)) / divisor
+    return bool(np.all(divisor > 0) and np.all(reach < 1e38))  # NaN statistics fail these: float32 tops at 3.4e38
+
+
 @dataclass(frozen=True)
 class Normalize:
     """``(x - mean) / (std + eps)`` per band in float32 (NaN stays NaN).
@@ -80,14 +92,18 @@ class Normalize:
             mean, std = moments(stats[name], chip.band_names(name), f"{chip.modality}.{name}")
             shape = (-1, 1, 1)
             mean, std = (mean * self.scale).astype(np.float32), (std * self.scale).astype(np.float32)
+            divisor = std + np.float32(self.eps)
             out = np.subtract(flat_bands(array), mean.reshape(shape), dtype=np.float32)  # in float32, as astype first
-            np.divide(out, std.reshape(shape) + np.float32(self.eps), out=out)
+            np.divide(out, divisor.reshape(shape), out=out)
             out = out.reshape(array.shape)
             if self.fill is not None:
-                missing = np.isfinite(out)
-                np.logical_not(missing, out=missing)
-                missing |= nodata_mask(array, chip.fields.get(name, {}).get("nodata"))
-                np.copyto(out, np.float32(self.fill), where=missing)
+                nodata = chip.fields.get(name, {}).get("nodata")
+                finite = always_finite(array.dtype, mean, divisor)
+                if nodata is not None or not finite:
+                    missing = nodata_mask(array, nodata)
+                    if not finite:
+                        missing |= ~np.isfinite(out)
+                    np.copyto(out, np.float32(self.fill), where=missing)
                 meta[name] = {"nodata": self.fill}
             changes[name] = out
         return chip.with_arrays(changes, meta)
