@@ -82,6 +82,10 @@ def cases(args: argparse.Namespace) -> list[dict]:
         reads += [{"name": f"{case}_remote_w{workers}", "kind": "read", "case": case, "row": f"{case}_remote",
                    "label": f"{label}, {args.latency_ms:g} ms a request", "workers": workers, "remote": True}
                   for case, label in REMOTE_READERS for workers in (0, args.workers)]
+    if args.latency_ms > 0:  # what the delay itself costs: the same reader and server, no delay
+        reads.append({"name": f"ours_nodelay_w{args.workers}", "kind": "read", "case": "ours", "row": "ours_nodelay",
+                      "label": "ours, remote with no added delay: the same `stream(...)` and HTTP server, 0 ms a "
+                               "request", "workers": args.workers, "remote": True, "delay_ms": 0.0})
     return [
         {"name": "copy", "kind": "build", "case": "copy", "label": "plain copy (shutil.copy of each chip file)"},
         {"name": "build", "kind": "build", "case": "build", "label": "m3leo-shard build, 1 worker", "workers": 1},
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     base = read_params(args, config, inputs, datasets_mode, say)
     reads = [c for c in all_cases if c["kind"] == "read" and (not selected or c["name"] in selected)]
     rounds: dict[str, list[dict]] = {c["name"]: [] for c in reads}
-    with DelayedServer(inputs.shards, max(args.latency_ms, 0) / 1000) as server:  # its own threads, not the cases'
+    with (DelayedServer(inputs.shards, max(args.latency_ms, 0) / 1000) as server,  # its own threads, not the cases'
+          DelayedServer(inputs.shards, 0.0) as undelayed):
         if any(case.get("remote") for case in reads):
             say("measuring the CPU cost of the remote cases' transport")
             results["transport"] = {"kind": "transport", **transport.measure(pass_urls(base, server.url), REPO)}
@@ -127,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 roots = base["roots"][: case.get("regions", len(config.regions))]
                 params = {**base, "roots": roots, "workers": case["workers"]}
                 if case.get("remote"):
-                    params.update(local_roots=roots, roots=[f"{server.url}/{Path(r).name}" for r in roots],
+                    url = (undelayed if case.get("delay_ms") == 0 else server).url
+                    params.update(local_roots=roots, roots=[f"{url}/{Path(r).name}" for r in roots],
                                   datasets_mode="files")
                 rounds[case["name"]].append(run_case(case, params, args, inputs,
                                                      f"round {number + 1}/{args.rounds}"))
@@ -261,7 +267,7 @@ def _meta(args: argparse.Namespace, config: Config, inputs: Inputs, base: dict, 
         "remote": ("no remote cases" if args.latency_ms < 0 else
                    f"the `_remote` cases read the same shards from benchmarks.delayed_server on 127.0.0.1 (a "
                    f"process of the benchmark, not the case's), which answers every request {args.latency_ms:g} ms "
-                   f"late"),
+                   f"late; `ours_nodelay` reads them from a second such server that adds no delay"),
         "machine": (f"{os.cpu_count()} CPUs shared with other users, load average {load_before[0]:.1f} before / "
                     f"{os.getloadavg()[0]:.1f} after; Python {platform.python_version()}, torch "
                     f"{installed('torch')}, datasets {installed('datasets')}, webdataset {installed('webdataset')}, "

@@ -125,10 +125,15 @@ def markdown(meta: dict, cases: list[dict], results: dict) -> str:
         f"| peak RSS main + workers MB ({' / '.join(f'{w}w' for w in counts)}) | same tensors |",
         "|---|" + "---:|" * len(counts) + "---:|---:|:---:|",
     ]
-    for name, label, _ in rows:
+    for name, label, measured in rows:
         cells, firsts, rss, agree = [], [], [], []
         for w in counts:
             r = results.get(f"{name}_w{w}", {})
+            if w not in measured:
+                cells.append("–")
+                firsts.append("–")
+                rss.append("–")
+                continue
             if not r or "error" in r:
                 cells.append(f"failed: {r.get('error', 'not run')[:100]}")
                 firsts.append("–")
@@ -185,7 +190,28 @@ def observations(results: dict, counts: list[int]) -> list[str]:
                                 f"around their medians.")
     notes += arena_notes(results, counts)
     notes += transport_notes(results, max(counts) if counts else 0)
+    notes += latency_notes(results, max(counts) if counts else 0)
     return notes
+
+
+def latency_notes(results: dict, workers: int) -> list[str]:
+    """What the remote cases' added delay costs: ours remote against the same reader on an undelayed server."""
+    delayed, undelayed = _rate(results, f"ours_remote_w{workers}"), _rate(results, f"ours_nodelay_w{workers}")
+    local = _rate(results, f"ours_w{workers}")
+    if not delayed or not undelayed:
+        return []
+    hidden = delayed >= 0.95 * undelayed
+    text = (f"Latency: at {workers} workers ours remote ran at {delayed:.1f} samples/s with the delay and "
+            f"{undelayed:.1f} from the same server with none ({delayed / undelayed:.2f}x: "
+            + ("the delay is hidden" if hidden else f"the delay costs {1 - delayed / undelayed:.0%}") + ")")
+    if local:
+        text += (f"; with no delay, remote was {undelayed / local:.2f}x local"
+                 + (", so what a remote pass loses is moving the bytes, not waiting for them" if hidden else ""))
+    pairs = [results.get(f"{name}_w{workers}", {}) for name in ("ours_remote", "ours")]
+    if all(r.get("round_samples_per_s") and not r.get("failed_rounds") for r in pairs):
+        text += ("; remote/local round by round (each round runs both): "
+                 + ", ".join(f"{a / b:.2f}x" for a, b in zip(*(r["round_samples_per_s"] for r in pairs))))
+    return [text + "."]
 
 
 def arena_notes(results: dict, counts: list[int]) -> list[str]:
