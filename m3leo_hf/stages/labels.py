@@ -19,7 +19,7 @@ def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGN
     included) and multi-hot presence (float32). Codes of at most 16 bits are looked up in one pass, in a
     table over every value of their dtype."""
     if codes.dtype.kind in "iu" and codes.dtype.itemsize <= 2:
-        label = code_table(codes.dtype.str, tuple(class_codes), other)[codes.view(f"u{codes.dtype.itemsize}")]
+        label = np.take(code_table(codes.dtype.str, tuple(class_codes), other), codes.view(f"u{codes.dtype.itemsize}"))
     else:
         top = max(class_codes)
         lookup = np.full(top + 1, other, dtype=np.int64)
