@@ -20,6 +20,20 @@ def test_center_crop_pad_keeps_the_centre():
     np.testing.assert_array_equal(center_crop_pad(np.arange(4.0), (2,), fill=np.nan), [1.0, 2.0])
 
 
+@pytest.mark.parametrize("shape, size", [((2, 5, 4), (7, 4)), ((2, 5, 4), (3, 6)), ((5, 4), (8, 9)), ((3, 1, 2), (4, 1)),
+                                         ((6,), (9,)), ((2, 3, 447, 448), (448, 448))])
+def test_center_crop_pad_equals_a_filled_canvas_with_the_centre_copied(shape, size):
+    """Every value outside the kept centre is ``fill`` (margins of each axis and their corners), every value in it
+    the source's: as a canvas filled first, then the centre copied in."""
+    array = np.arange(1, np.prod(shape) + 1, dtype=np.int16).reshape(shape)
+    lead = shape[:len(shape) - len(size)]
+    expected = np.full(lead + tuple(size), -7, dtype=np.int16)
+    src = tuple(slice(max(h - w, 0) // 2, max(h - w, 0) // 2 + min(h, w)) for h, w in zip(shape[len(lead):], size))
+    dst = tuple(slice(max(w - h, 0) // 2, max(w - h, 0) // 2 + min(h, w)) for h, w in zip(shape[len(lead):], size))
+    expected[(..., *dst)] = array[(..., *src)]
+    np.testing.assert_array_equal(center_crop_pad(array, size, fill=-7), expected)
+
+
 def test_class_labels_and_presence():
     codes = np.array([[10, 20, 0], [100, 95, 7]], dtype=np.uint8)
     label, presence = class_labels(codes, (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100))

@@ -26,7 +26,7 @@ def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, p
     if not pad or tuple(have) == tuple(size):
         return array[(..., *(slice((n - want) // 2, (n - want) // 2 + want) if n > want else slice(None)
                               for n, want in zip(have, size)))]
-    out = np.full(lead + tuple(size), fill, dtype=array.dtype)
+    out = np.empty(lead + tuple(size), dtype=array.dtype)
     src, dst = [], []
     for have, want in zip(array.shape[len(lead):], size):
         start = abs(have - want) // 2
@@ -37,6 +37,10 @@ def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, p
             src.append(slice(0, have))
             dst.append(slice(start, start + have))
     out[(..., *dst)] = array[(..., *src)]
+    for axis, (kept, want) in enumerate(zip(dst, size)):  # only the margins get ``fill``: each value written once
+        before = (slice(None),) * axis
+        out[(..., *before, slice(0, kept.start), *dst[axis + 1:])] = fill
+        out[(..., *before, slice(kept.stop, want), *dst[axis + 1:])] = fill
     return out
 
 
