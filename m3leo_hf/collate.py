@@ -61,6 +61,11 @@ class BatchRows:
     def finish(self) -> dict:
         return self._finish(self.layout or {})
 
+    def destinations(self) -> dict:
+        """The next row of every batch array, nested like the samples (numpy views), for a sample's arrays to
+        be made in place (``add`` then copies nothing for them); empty until the first sample set the layout."""
+        return _rows(self.layout, self.count) if self.layout is not None and self.count < self.size else {}
+
     def _allocate(self, sample: Mapping, path: str) -> dict:
         layout: dict = {}
         for key, value in sample.items():
@@ -103,6 +108,8 @@ class BatchRows:
             wider = self._buffer(name, value.shape, dtype)
             np.copyto(wider.numpy()[:self.count], rows[:self.count])
             batch, rows = wider, wider.numpy()
+        if _is_row(value, rows, self.count):  # made in place (``destinations``)
+            return batch
         if value.dtype == dtype and value.flags.writeable:  # torch copies with its intra-op threads
             batch[self.count].copy_(torch.from_numpy(value))
         else:
@@ -121,6 +128,18 @@ class BatchRows:
             else:
                 out[key] = value
         return out
+
+
+def _rows(layout: dict, row: int) -> dict:
+    return {key: value.numpy()[row] if isinstance(value, torch.Tensor) else _rows(value, row)
+            for key, value in layout.items() if isinstance(value, (torch.Tensor, dict))}
+
+
+def _is_row(value: np.ndarray, rows: np.ndarray, row: int) -> bool:
+    """Is ``value`` exactly row ``row`` of ``rows`` (same memory, layout and dtype)?"""
+    target = rows[row]
+    return (value.dtype == target.dtype and value.strides == target.strides
+            and value.__array_interface__["data"][0] == target.__array_interface__["data"][0])
 
 
 def empty(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:

@@ -168,12 +168,12 @@ class M3LEOStream(IterableDataset):
         prime = functools.partial(self._prime, self.epoch + 1, worker, workers) if info and self._remote else None
         source = self._primed_source((self.epoch, worker, workers), share.positions) or self._source(
             plan, share.positions, then=prime)
-        samples = (self._sample(plan, position, raw) for position, raw in self._ordered(share.positions, source))
+        raws = self._ordered(share.positions, source)
         if self.recycle and (self._pool is None or self._pool.pid != os.getpid()):
             self._pool = BatchPool(self._recycle_flags, worker, shared=info is not None)
         tail_rows = (plan.tail_ranges[share.part][0] - plan.tail_ranges[0][0],
                      plan.tail_ranges[-1][1] - plan.tail_ranges[0][0]) if plan.tail_ranges else (0, 0)
-        for item in self._items(samples, share, tail_rows):
+        for item in self._items(raws, functools.partial(self._sample, plan), share, tail_rows):
             self._move(self.epoch, self._consumed + 1)
             yield item
         self._move(self.epoch + 1, 0)
@@ -210,20 +210,21 @@ class M3LEOStream(IterableDataset):
         reads = self._ascending(plan, np.sort(positions))
         return read_ahead(_then(reads, then) if then else reads, READ_AHEAD if self._remote else 0)
 
-    def _items(self, samples: Iterator[dict], share: WorkerShare, tail_rows: tuple[int, int]) -> Iterator[dict]:
-        """Samples, or batches of the share's samples, its last ``share.tail`` as its tail part (at rows
-        ``tail_rows[0]..`` of the ``tail_rows[1]`` the parts make). Each sample is copied into its batch as it
-        comes (``BatchRows``)."""
+    def _items(self, raws: Iterator[tuple[int, dict]], sample: Callable[..., dict], share: WorkerShare,
+               tail_rows: tuple[int, int]) -> Iterator[dict]:
+        """Samples (``sample(position, raw, into)`` of each of ``raws``), or batches of the share's samples, its
+        last ``share.tail`` as its tail part (at rows ``tail_rows[0]..`` of the ``tail_rows[1]`` the parts make).
+        Each sample goes into its batch as it comes (``BatchRows``): made in its row where the transform can."""
         if not self.batch_size:
-            yield from (to_torch(sample) for sample in samples)
+            yield from (to_torch(sample(position, raw)) for position, raw in raws)
             return
         whole = len(share.positions) - share.tail
         done, rows, finish = 0, None, None
-        for sample in samples:
+        for position, raw in raws:
             if rows is None:
                 rows, finish = (self._batch(min(self.batch_size, whole - done)) if done < whole
                                 else self._tail_part(share, tail_rows))
-            rows.add(sample)
+            rows.add(sample(position, raw, rows.destinations()))
             done += 1
             if rows.count == rows.size:
                 yield finish(rows.finish())
@@ -331,9 +332,9 @@ class M3LEOStream(IterableDataset):
         return read_samples(file, shard.keys, wanted, verify=self.verify, retries=self.retries,
                             storage_options=self.storage_options)
 
-    def _sample(self, plan: RankPlan, position: int, raw: Mapping[str, dict]) -> dict:
+    def _sample(self, plan: RankPlan, position: int, raw: Mapping[str, dict], into: Mapping | None = None) -> dict:
         return self.joined(self.shards[plan.shard_ids[position]], int(plan.sample_ids[position]), raw,
-                           padding=bool(plan.padding[position]))
+                           padding=bool(plan.padding[position]), into=into)
 
     def read_one(self, shard: AlignedShard, index: int) -> dict[str, dict]:
         """The raw samples of every modality at ``index`` of ``shard``, each read by its byte range only."""
@@ -347,9 +348,11 @@ class M3LEOStream(IterableDataset):
                                               retries=self.retries, storage_options=self.storage_options)
         return raw
 
-    def joined(self, shard: AlignedShard, index: int, raw: Mapping[str, dict], padding: bool = False) -> dict:
+    def joined(self, shard: AlignedShard, index: int, raw: Mapping[str, dict], padding: bool = False,
+               into: Mapping | None = None) -> dict:
         """The output sample (numpy) of the raw samples ``raw`` at ``index`` of ``shard``: decoded, checked,
-        transformed, placeholders for missing modalities."""
+        transformed, placeholders for missing modalities. ``into`` (``BatchRows.destinations``): arrays, nested
+        like the sample, that the transforms may write their outputs in."""
         out: dict = {"chip_id": shard.keys[index], "region": shard.region}
         meta = {"split": self.split, "shard": shard.name, "sample_index": index, "padding": padding}
         for modality, sample in raw.items():
@@ -358,8 +361,9 @@ class M3LEOStream(IterableDataset):
             available = bool(info.get("available", bool(arrays)))
             try:
                 if available:
-                    value = self.transforms[modality](arrays, info.get("fields", {}), info.get("dates"),
-                                                      info.get("labels"), shard.region)
+                    transform, targets = self.transforms[modality], self._destinations(modality, into)
+                    value = transform(arrays, info.get("fields", {}), info.get("dates"), info.get("labels"),
+                                      shard.region, **({"into": targets} if targets else {}))
                 else:
                     value = {k: v.copy() for k, v in self._placeholder(modality).items()}
             except (TypeError, OverflowError, MemoryError, RecursionError, StoredMismatch) as exc:  # never bare
@@ -376,6 +380,16 @@ class M3LEOStream(IterableDataset):
             stack_sample(out, self.config.stack)
         out["meta"] = meta
         return out
+
+    def _destinations(self, modality: str, into: Mapping | None) -> dict[str, np.ndarray] | None:
+        """What ``modality``'s transform (ours, not a recipe's) may write its outputs in, by output name, from
+        ``into``: its single array is the sample's field (what ``joined`` keeps of a one-array output)."""
+        target = (into or {}).get(modality)
+        if not isinstance(self.transforms[modality], ModalityTransform) or target is None:
+            return None
+        if isinstance(target, np.ndarray):
+            return {self.declarations[modality].field: target}
+        return {k: v for k, v in target.items() if isinstance(v, np.ndarray)} if isinstance(target, Mapping) else None
 
     # -- setup helpers ----------------------------------------------------------------------------
     def _distribution(self) -> tuple[int, int]:

@@ -92,6 +92,8 @@ class ModalityTransform:
         else:
             stages = self._stages(dict(stats or {}), bands, normalize, spatial_size, resize)
         self.pipeline = Pipeline(stages + extra)
+        last = self.pipeline.stages[-1] if self.pipeline.stages else None
+        self._padded_last = isinstance(last, CropPad) and last.pad  # its results can go straight into a batch
 
     def _stages(self, stats: Mapping, bands, normalize: bool, spatial_size: Size | None,
                 resize: Size | None) -> list[Stage]:
@@ -150,8 +152,15 @@ class ModalityTransform:
         return stages, deferred
 
     def __call__(self, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping], dates: Mapping | None = None,
-                 labels: Mapping | None = None, region: str | None = None) -> dict[str, np.ndarray]:
-        return run(self.pipeline, self.modality.name, arrays, fields, dates, labels, region)
+                 labels: Mapping | None = None, region: str | None = None,
+                 into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The output arrays; ``into`` (arrays by output name, a batch's row): where the last stage is the
+        crop/pad, the outputs that fit them are written there (and returned) instead of into new arrays."""
+        if not into or not self._padded_last:
+            return run(self.pipeline, self.modality.name, arrays, fields, dates, labels, region)
+        *before, last = self.pipeline.stages
+        chip = Pipeline(before)(Chip(self.modality.name, dict(arrays), dict(fields), dates, labels, region))
+        return dict(last(chip, into).arrays)
 
     def placeholder(self, template: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
         """Output for a chip lacking this modality (zeros; label maps ``IGNORE_INDEX``); deferred: the stored

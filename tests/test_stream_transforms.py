@@ -68,3 +68,30 @@ def test_placeholders_are_zeros_or_ignored_labels():
     field = {"dims": ["band", "y", "x"], "dtype": "uint8", "nodata": 0, "shape": [1, 3, 3]}
     wc = ModalityTransform("esaworldcover").placeholder({"esaworldcover": field})
     assert (wc["label"] == IGNORE_INDEX).all() and not wc["presence"].any()
+
+
+@pytest.mark.parametrize("height", [5, 4, 7])  # padded, already of size, cropped
+def test_the_transform_makes_its_padded_output_in_a_batch_row(height):
+    """Given a batch's next row (``BatchRows.destinations``), the transform writes its crop/pad result there
+    (the same values as a new array), which the batch then holds; a row of another dtype is not written: the
+    result is a new array, copied in as before."""
+    import torch
+
+    from m3leo_hf.collate import BatchRows
+
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 65535, size=(3, height, 6), dtype=np.uint16)
+    stats = {"s1grd": {"band_names": S1_FIELD["band_names"], "mean": [1.0, 2.0, 3.0], "std": [2.0, 5.0, 7.0]}}
+    transform = ModalityTransform("s1grd", stats=stats, normalize=True, spatial_size=5)
+    expected = transform({"s1grd": raw}, {"s1grd": S1_FIELD})["s1grd"]
+    rows = BatchRows(3)
+    rows.add({"s1grd": expected})
+    into = rows.destinations()
+    got = transform({"s1grd": raw}, {"s1grd": S1_FIELD}, into=into)["s1grd"]
+    assert np.shares_memory(got, into["s1grd"]) and np.array_equal(got, expected)
+    rows.add({"s1grd": got})
+    other = transform({"s1grd": raw}, {"s1grd": S1_FIELD}, into={"s1grd": np.zeros((3, 5, 5), np.float64)})
+    assert not np.shares_memory(other["s1grd"], into["s1grd"])
+    rows.add(other)
+    batch = rows.finish()["s1grd"]
+    assert all(torch.equal(batch[i], torch.from_numpy(expected)) for i in range(3))

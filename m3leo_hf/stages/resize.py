@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,15 +18,20 @@ def as_size(size: Size) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
-def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, pad: bool = True) -> np.ndarray:
+def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, pad: bool = True,
+                    out: np.ndarray | None = None) -> np.ndarray:
     """Centre-crop and/or pad the last ``len(size)`` axes to ``size`` with ``fill``; without ``pad``, only crop
-    the axes longer than ``size`` (a view). An array already of ``size`` is returned as is."""
+    the axes longer than ``size`` (a view). An array already of ``size`` is returned as is, unless ``out`` (of
+    the result's shape and dtype) is given: the result is then written there."""
     lead = array.shape[:array.ndim - len(size)]
     have = array.shape[len(lead):]
-    if not pad or tuple(have) == tuple(size):
+    if not pad or (tuple(have) == tuple(size) and out is None):
         return array[(..., *(slice((n - want) // 2, (n - want) // 2 + want) if n > want else slice(None)
                               for n, want in zip(have, size)))]
-    out = np.empty(lead + tuple(size), dtype=array.dtype)
+    if out is None:
+        out = np.empty(lead + tuple(size), dtype=array.dtype)
+    elif out.shape != lead + tuple(size) or out.dtype != array.dtype:
+        raise ValueError(f"cannot crop/pad {array.shape} {array.dtype} into {out.shape} {out.dtype}")
     src, dst = [], []
     for have, want in zip(array.shape[len(lead):], size):
         start = abs(have - want) // 2
@@ -42,6 +47,13 @@ def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, p
         out[(..., *before, slice(0, kept.start), *dst[axis + 1:])] = fill
         out[(..., *before, slice(kept.stop, want), *dst[axis + 1:])] = fill
     return out
+
+
+def _fitting(target: np.ndarray | None, array: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """``target`` when it can hold ``array`` cropped/padded to ``size`` as is (shape, dtype, writable), else None."""
+    shape = array.shape[:array.ndim - len(size)] + tuple(size)
+    fits = isinstance(target, np.ndarray) and target.shape == shape and target.dtype == array.dtype
+    return target if fits and target.flags.writeable else None
 
 
 def resample(array: np.ndarray, size: tuple[int, int], mode: Literal["bilinear", "nearest"]) -> np.ndarray:
@@ -126,9 +138,13 @@ class CropPad:
     size: Size
     pad: bool = True
 
-    def __call__(self, chip: Chip) -> Chip:
+    def __call__(self, chip: Chip, into: Mapping[str, np.ndarray] | None = None) -> Chip:
+        """``into``: arrays to write grid fields' results in, by name, where their shape and dtype are the
+        result's (a batch's row: no copy of the result later); the others are new arrays, as without it."""
         size = as_size(self.size)
-        changes = {name: center_crop_pad(chip.arrays[name], size, fill_value(chip.fields.get(name, {})), self.pad)
+        into = into or {}
+        changes = {name: center_crop_pad(chip.arrays[name], size, fill_value(chip.fields.get(name, {})), self.pad,
+                                         _fitting(into.get(name), chip.arrays[name], size) if self.pad else None)
                    for name in chip.grids()}
         for name, array in chip.arrays.items():
             axis = spatial_axis(chip.fields.get(name, {}))
