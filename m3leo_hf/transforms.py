@@ -92,8 +92,8 @@ class ModalityTransform:
         else:
             stages = self._stages(dict(stats or {}), bands, normalize, spatial_size, resize)
         self.pipeline = Pipeline(stages + extra)
-        last = self.pipeline.stages[-1] if self.pipeline.stages else None
-        self._padded_last = isinstance(last, CropPad) and last.pad  # its results can go straight into a batch
+        last = self.pipeline.stages[-1] if self.pipeline.stages else None  # can its results go into a batch?
+        self._writes_into = isinstance(last, ClassLabels) or (isinstance(last, CropPad) and last.pad)
 
     def _stages(self, stats: Mapping, bands, normalize: bool, spatial_size: Size | None,
                 resize: Size | None) -> list[Stage]:
@@ -155,8 +155,9 @@ class ModalityTransform:
                  labels: Mapping | None = None, region: str | None = None,
                  into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """The output arrays; ``into`` (arrays by output name, a batch's row): where the last stage is the
-        crop/pad, the outputs that fit them are written there (and returned) instead of into new arrays."""
-        if not into or not self._padded_last:
+        crop/pad or the class labels, the outputs that fit them are written there (and returned) instead of into
+        new arrays."""
+        if not into or not self._writes_into:
             return run(self.pipeline, self.modality.name, arrays, fields, dates, labels, region)
         *before, last = self.pipeline.stages
         chip = Pipeline(before)(Chip(self.modality.name, dict(arrays), dict(fields), dates, labels, region))

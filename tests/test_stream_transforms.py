@@ -95,3 +95,22 @@ def test_the_transform_makes_its_padded_output_in_a_batch_row(height):
     rows.add(other)
     batch = rows.finish()["s1grd"]
     assert all(torch.equal(batch[i], torch.from_numpy(expected)) for i in range(3))
+
+
+def test_class_labels_are_made_in_a_batch_row():
+    """The class index map goes straight into the batch's next row when given one (int64, its shape); the
+    presence and a row that does not fit are made anew, with the same values."""
+    from m3leo_hf.collate import BatchRows
+
+    field = {"dims": ["band", "y", "x"], "dtype": "uint8", "nodata": 0, "shape": [1, 6, 5]}
+    codes = np.random.default_rng(4).choice(np.array([0, 10, 20, 95, 100, 7], np.uint8), size=(1, 6, 5))
+    transform = ModalityTransform("esaworldcover", spatial_size=5)
+    expected = transform({"esaworldcover": codes}, {"esaworldcover": field})
+    rows = BatchRows(2)
+    rows.add(expected)
+    into = rows.destinations()
+    got = transform({"esaworldcover": codes}, {"esaworldcover": field}, into=into)
+    assert np.shares_memory(got["label"], into["label"]) and not np.shares_memory(got["presence"], into["presence"])
+    assert all(np.array_equal(got[k], expected[k]) for k in expected)
+    other = transform({"esaworldcover": codes}, {"esaworldcover": field}, into={"label": np.zeros((5, 4), np.int64)})
+    assert np.array_equal(other["label"], expected["label"])

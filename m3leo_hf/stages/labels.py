@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -13,13 +13,16 @@ from m3leo_hf.stages.chip import Chip
 IGNORE_INDEX = 255
 
 
-def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGNORE_INDEX
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGNORE_INDEX,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Class index map (int64; ``other`` for every code not in ``class_codes``, negative, huge or NaN ones
     included) and multi-hot presence (float32). Codes of at most 16 bits are looked up in one pass, in a
-    table over every value of their dtype."""
+    table over every value of their dtype; then ``out`` (an int64 array of ``codes``' shape), when given,
+    receives the map instead of a new array."""
     if codes.dtype.kind in "iu" and codes.dtype.itemsize <= 2:
-        label = np.take(code_table(codes.dtype.str, tuple(class_codes), other), codes.view(f"u{codes.dtype.itemsize}"))
+        table, index = code_table(codes.dtype.str, tuple(class_codes), other), codes.view(f"u{codes.dtype.itemsize}")
+        fits = out is not None and out.shape == codes.shape and out.dtype == np.int64 and out.flags.writeable
+        label = np.take(table, index, out=out, mode="clip") if fits else np.take(table, index)  # clip: unbuffered
     else:
         top = max(class_codes)
         lookup = np.full(top + 1, other, dtype=np.int64)
@@ -55,13 +58,15 @@ class ClassLabels:
     class_codes: Sequence[int]
     other: int = IGNORE_INDEX
 
-    def __call__(self, chip: Chip) -> Chip:
+    def __call__(self, chip: Chip, into: Mapping[str, np.ndarray] | None = None) -> Chip:
+        """``into``: an array for ``label`` to be written in (a batch's row), used where it fits."""
         grids = chip.grids()
         if len(grids) != 1:
             raise ValueError(f"{chip.modality}: class labels need one grid field, not {grids}")
         array = chip.arrays[grids[0]]
         if array.dtype.kind not in "iu":
             raise ValueError(f"{chip.modality}.{grids[0]}: class codes must be integers, not {array.dtype}")
-        label, presence = class_labels(array.reshape(array.shape[-2:]), self.class_codes, self.other)
+        label, presence = class_labels(array.reshape(array.shape[-2:]), self.class_codes, self.other,
+                                       (into or {}).get("label"))
         meta = {"label": {"dims": list(chip.fields[grids[0]]["dims"][-2:])}, "presence": {"dims": ["class"]}}
         return chip.with_arrays({"label": label, "presence": presence}, meta, drop=grids)
