@@ -93,6 +93,8 @@ class ArenaWriter:
 
     def __call__(self, path: str, shape: tuple, dtype: np.dtype) -> torch.Tensor:
         row_shape, dtype = tuple(int(n) for n in shape[1:]), np.dtype(dtype)
+        if not 0 <= self.start <= self.start + int(shape[0]) <= self.total:  # its rows map nothing else
+            raise ValueError(f"tail part {path!r}: rows {self.start}..{self.start + int(shape[0])} of {self.total}")
         size = _region_bytes(self.total, row_shape, dtype)
         offset, self.cursor = self.cursor, self.cursor + size
         if size == 0:

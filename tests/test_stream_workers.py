@@ -278,6 +278,8 @@ def test_a_worker_maps_only_its_own_rows_of_the_tail_with_their_pages():
     rows.copy_(torch.arange(2 * 1000 * 7, dtype=torch.float32).reshape(2, 1000, 7))
     region = _view(arena.fd, 0, os.fstat(arena.fd).st_size, np.dtype(np.float32), (8, 1000, 7))
     assert torch.equal(region[3:5], rows) and not region[:3].any() and not region[5:].any()
+    with pytest.raises(ValueError, match="rows 7..9 of 8"):  # past its region: refused, nothing mapped
+        arena.writer(start=7, total=8)("x", (2, 1000, 7), np.float32)
 
 
 def test_spawned_workers_send_their_tail_parts_as_tensors(stream_shards):
