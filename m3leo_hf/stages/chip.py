@@ -82,6 +82,13 @@ def fill_value(field: Mapping) -> float | int:
     return nodata
 
 
+def fitting(target, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """``target`` when it is a writable array of ``shape`` and ``dtype`` (a batch row a stage may write its result
+    in), else None."""
+    fits = isinstance(target, np.ndarray) and target.shape == tuple(shape) and target.dtype == dtype
+    return target if fits and target.flags.writeable else None
+
+
 def flat_bands(array: np.ndarray) -> np.ndarray:
     """``array`` as (bands, H, W): leading dims flattened (a 2-D grid is one band)."""
     return array.reshape((-1,) + array.shape[-2:])

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from m3leo_hf.stages.chip import Chip
+from m3leo_hf.stages.chip import Chip, fitting
 
 IGNORE_INDEX = 255
 
@@ -21,8 +21,8 @@ def class_labels(codes: np.ndarray, class_codes: Sequence[int], other: int = IGN
     receives the map instead of a new array."""
     if codes.dtype.kind in "iu" and codes.dtype.itemsize <= 2:
         table, index = code_table(codes.dtype.str, tuple(class_codes), other), codes.view(f"u{codes.dtype.itemsize}")
-        fits = out is not None and out.shape == codes.shape and out.dtype == np.int64 and out.flags.writeable
-        label = np.take(table, index, out=out, mode="clip") if fits else np.take(table, index)  # clip: unbuffered
+        out = fitting(out, codes.shape, np.dtype(np.int64))
+        label = np.take(table, index) if out is None else np.take(table, index, out=out, mode="clip")  # unbuffered
     else:
         top = max(class_codes)
         lookup = np.full(top + 1, other, dtype=np.int64)

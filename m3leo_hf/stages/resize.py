@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from m3leo_hf.stages.chip import Chip, fill_value, spatial_axis
+from m3leo_hf.stages.chip import Chip, fill_value, fitting, spatial_axis
 
 Size = int | tuple[int, int]
 
@@ -49,11 +49,9 @@ def center_crop_pad(array: np.ndarray, size: Sequence[int], fill: float | int, p
     return out
 
 
-def _fitting(target: np.ndarray | None, array: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
-    """``target`` when it can hold ``array`` cropped/padded to ``size`` as is (shape, dtype, writable), else None."""
-    shape = array.shape[:array.ndim - len(size)] + tuple(size)
-    fits = isinstance(target, np.ndarray) and target.shape == shape and target.dtype == array.dtype
-    return target if fits and target.flags.writeable else None
+def _row(target, array: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """``target`` when it can hold ``array`` cropped/padded to ``size`` (``fitting``), else None."""
+    return fitting(target, array.shape[:array.ndim - len(size)] + tuple(size), array.dtype)
 
 
 def resample(array: np.ndarray, size: tuple[int, int], mode: Literal["bilinear", "nearest"]) -> np.ndarray:
@@ -144,7 +142,7 @@ class CropPad:
         size = as_size(self.size)
         into = into or {}
         changes = {name: center_crop_pad(chip.arrays[name], size, fill_value(chip.fields.get(name, {})), self.pad,
-                                         _fitting(into.get(name), chip.arrays[name], size) if self.pad else None)
+                                         _row(into.get(name), chip.arrays[name], size) if self.pad else None)
                    for name in chip.grids()}
         for name, array in chip.arrays.items():
             axis = spatial_axis(chip.fields.get(name, {}))
