@@ -74,11 +74,13 @@ def sample_bytes(shard: ShardFile, index: int) -> int:
     return int(shard.member_offsets[last] + shard.member_sizes[last] - shard.offsets[index])
 
 
-def in_order(tasks: Iterable[tuple[int, Callable[[], T]]], ahead_bytes: int = AHEAD_BYTES,
-             threads: int = THREADS) -> Iterator[T]:
-    """The results of ``tasks`` (``(bytes, function)``), in order, computed by a thread pool with at most
-    ``ahead_bytes`` of them requested and not yet yielded (always one at least); errors raised in order."""
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="m3leo-prefetch")
+def in_order(tasks: Iterable[tuple[int, Callable[[], T]]], ahead_bytes: int | None = None,
+             threads: int | None = None) -> Iterator[T]:
+    """The results of ``tasks`` (``(bytes, function)``), in order, computed by a thread pool of ``threads``
+    with at most ``ahead_bytes`` of them requested and not yet yielded (always one at least); errors raised in
+    order. Unset bounds are this module's ``AHEAD_BYTES`` and ``THREADS`` when called."""
+    ahead_bytes = AHEAD_BYTES if ahead_bytes is None else ahead_bytes
+    pool = ThreadPoolExecutor(THREADS if threads is None else threads, thread_name_prefix="m3leo-prefetch")
     pending: deque = deque()
     tasks = iter(tasks)
     upcoming, in_flight = next(tasks, None), 0
