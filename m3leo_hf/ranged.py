@@ -9,15 +9,13 @@ consecutive samples (at most ``RUN_BYTES`` each unless one sample is larger), an
 from __future__ import annotations
 
 import tarfile
-import time
-import urllib.request
 from typing import Iterator, Mapping, Sequence
 
 import fsspec
 import numpy as np
 from webdataset.tariterators import group_by_keys
 
-from m3leo_hf import reader
+from m3leo_hf import http_get, reader
 from m3leo_hf.reader import AlignmentError, ShardError, is_url
 
 RUN_BYTES = 32 << 20
@@ -44,7 +42,7 @@ def read_range(url: str, offset: int, size: int, *, retries: int = 3, storage_op
             if not reader._transient(exc) or attempt == retries:
                 raise OSError(f"{url}: cannot read bytes {offset}-{offset + size - 1} after {attempt + 1} "
                               f"attempt(s): {exc}") from exc
-            time.sleep(reader.BACKOFF_S * 2**attempt)
+            reader.wait_to_retry(exc, attempt)
     raise AssertionError("unreachable")
 
 
@@ -53,8 +51,7 @@ def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None,
     """The bytes read in chunks: memory follows what the source really holds, whatever ``size`` claims
     (``buffer``, when given, holds ``size`` bytes already)."""
     if url.startswith(("http://", "https://")):
-        request = urllib.request.Request(url, headers={"Range": f"bytes={offset}-{offset + size - 1}"})
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with http_get.open_url(url, {"Range": f"bytes={offset}-{offset + size - 1}"}) as response:
             if response.status != 206:  # the server ignored Range: skip to offset in the full body
                 _skip(response, offset)
             if buffer is not None:

@@ -1,11 +1,12 @@
 """Byte sources (local paths, http(s), any fsspec URL) with bounded retries, and tar shard reading.
 
 Local paths open with ``webdataset.gopen``; ``http(s)://`` URLs use ranged GET requests (stdlib
-``urllib``: fsspec's http backend needs aiohttp, which is not a dependency); other URLs
-(``hf://datasets/ORG/NAME/...``, ``s3://``...) go through ``fsspec``. A transient error (connection
-reset, timeout, HTTP 429/5xx, a remote stream ending early) reopens the source at the current
-byte after ``BACKOFF_S * 2**k`` seconds, at most ``retries`` times in a row. A shard whose bytes
-are wrong raises ``ShardError`` naming the shard, the sample and the member; nothing is skipped.
+``urllib`` through ``m3leo_hf.http_get``, which remembers where the Hub redirected; fsspec's http backend
+needs aiohttp, which is not a dependency); other URLs (``hf://datasets/ORG/NAME/...``, ``s3://``...) go
+through ``fsspec``. A transient error (connection reset, timeout, HTTP 429/5xx, a remote stream ending
+early) reopens the source at the current byte after ``BACKOFF_S * 2**k`` seconds (longer when a 429/503
+says so), at most ``retries`` times in a row. A shard whose bytes are wrong raises ``ShardError`` naming the
+shard, the sample and the member; nothing is skipped.
 
 Nothing read is trusted: tar members are read where the (checked) index says, into buffers sized from
 the index; headers, ``.npy`` headers and sample JSON are checked against the index and
@@ -25,7 +26,6 @@ import tarfile
 import time
 import tokenize
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
@@ -33,6 +33,7 @@ import fsspec
 import numpy as np
 from webdataset.gopen import gopen
 
+from m3leo_hf import http_get
 from m3leo_hf.limits import FieldLimit, shape_problem
 
 BACKOFF_S = 0.5
@@ -68,9 +69,14 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, TimeoutError, http.client.HTTPException, _RemoteEOF))
 
 
+def wait_to_retry(exc: BaseException, attempt: int) -> None:
+    """Sleep before retry ``attempt + 1``: ``BACKOFF_S * 2**attempt``, or longer when a 429/503 says so."""
+    time.sleep(max(BACKOFF_S * 2**attempt, http_get.retry_after_s(exc) or 0.0))
+
+
 def _open_http(url: str, offset: int) -> BinaryIO:
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+    response = http_get.open_url(url, headers)
     if offset and response.status != 206:  # server ignored Range: stream and skip
         remaining = offset
         while remaining:
@@ -143,7 +149,7 @@ class RetryingReader(io.RawIOBase):
                 if not _transient(exc) or attempt == self.retries:
                     raise OSError(f"{self.url}: read failed at byte {self.position} after {attempt + 1} "
                                   f"attempt(s): {exc}") from exc
-                time.sleep(BACKOFF_S * 2**attempt)
+                wait_to_retry(exc, attempt)
 
     def _advance(self, data) -> None:
         self.position += len(data)

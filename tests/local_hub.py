@@ -8,13 +8,16 @@ file contents are stored once per sha256 under ``root/blobs``.
 Like the Hub, the server reports a file as LFS (``lfs: {oid: sha256, size, pointerSize}`` in trees,
 ETag = sha256 on resolve) when it is binary (NUL byte in its first 512 bytes) or >= 10 MiB; other files
 are regular git blobs (oid = git blob sha1, ETag = that sha1). A new repo starts with a commit holding
-``.gitattributes``, as on the Hub.
+``.gitattributes``, as on the Hub. Like the Hub, ``/resolve/`` of an LFS file answers 302 to a "CDN" URL
+(here ``cdn_url/cdn/<sha256>?...&expires=<unix time>``, another origin, refused with 403 once ``cdn_ttl_s`` have passed or after ``expire_cdn_urls()``), with
+``X-Linked-Size`` / ``X-Linked-Etag`` on the redirect; ``resolve_requests()`` counts the resolver requests
+(what the Hub rate-limits) per file.
 
 Use it through the ``local_hub`` fixture (``from local_hub import local_hub`` in a test module or in
 tests/conftest.py), or ``with LocalHub(tmp_dir) as hub: ...``. In-process clients take ``endpoint=hub.url``
 (and ``token=TEST_TOKEN`` for writes); ``datasets`` reads ``HF_ENDPOINT`` when imported, so run it in a
 subprocess with ``env=hub.client_env(tmp_dir)``. Test hooks: ``fail_commits_after(n)``, ``uploads()``,
-``files()``, ``history()``.
+``files()``, ``history()``, ``resolve_requests()``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -32,7 +36,7 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import pytest
 import yaml
@@ -105,9 +109,12 @@ def _truthy(value: str | None) -> bool:
 class LocalHub:
     """Hub-compatible server on 127.0.0.1 storing repos under ``root``."""
 
-    def __init__(self, root: Path, token: str | None = TEST_TOKEN):
+    def __init__(self, root: Path, token: str | None = TEST_TOKEN, cdn_ttl_s: float = 3600.0):
         self.root = Path(root)
         self.token = token
+        self.cdn_ttl_s = cdn_ttl_s
+        self._cdn_valid_from = 0.0  # CDN URLs issued before this are refused (``expire_cdn_urls``)
+        self.resolves: Counter[str] = Counter()  # resolve requests per <repo_id>/<path>
         self.blobs = self.root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.repos: dict[tuple[str, str], Repo] = {}
@@ -115,19 +122,22 @@ class LocalHub:
         self.sent: Counter[str] = Counter()  # body bytes served per resolved file path (see ``bytes_sent``)
         self._commits_before_failure: int | None = None
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.hub = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), _Handler) for _ in range(2)]  # the Hub, its CDN
+        for server in self._servers:
+            server.daemon_threads = True
+            server.hub = self  # type: ignore[attr-defined]
+        self._threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in self._servers]
+        self.url, self.cdn_url = (f"http://127.0.0.1:{s.server_address[1]}" for s in self._servers)
 
     def __enter__(self) -> LocalHub:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
 
     # ---- test helpers -------------------------------------------------------------------------
 
@@ -143,6 +153,15 @@ class LocalHub:
         """File content bytes this server has sent per ``<repo_id>/<path>`` (resolve requests, ranges counted)."""
         with self._lock:
             return Counter(self.sent)
+
+    def expire_cdn_urls(self) -> None:
+        """Refuse (403) every CDN URL handed out so far, as the Hub's signed URLs expire."""
+        self._cdn_valid_from = time.time()
+
+    def resolve_requests(self) -> Counter[str]:
+        """Resolve requests (GET and HEAD of ``/resolve/``, what the Hub rate-limits) per ``<repo_id>/<path>``."""
+        with self._lock:
+            return Counter(self.resolves)
 
     def files(self, repo_id: str, revision: str = "main", repo_type: str = "dataset") -> dict[str, str]:
         """``{path: sha256}`` of the files at ``revision``."""
@@ -374,6 +393,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("POST", re.compile(_API_REPO + r"/paths-info/(?P<rev>[^/]+)$"), "paths_info"),
     ("POST", re.compile(_API_REPO + r"/branch/(?P<branch>[^/]+)$"), "create_branch"),
     ("GET", re.compile(r"/(?:(?P<rtype>datasets|spaces)/)?" + _REPO_PATH + _RESOLVE), "resolve"),
+    ("GET", re.compile(r"/cdn/(?P<oid>[0-9a-f]{64})$"), "cdn"),
 ]
 _WRITES = {"create_repo", "preupload", "commit", "create_branch"}
 
@@ -512,10 +532,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _resolve(
         self, ns: str, name: str, rev: str, path: str, head: bool, rtype: str | None = None, **_: Any
     ) -> None:
+        with self.hub._lock:
+            self.hub.resolves[f"{ns}/{name}/{path}"] += 1
         _, commit = self._target(rtype, ns, name, rev)
         stored = commit.files.get(path)
         if stored is None:
             raise HubError(404, f"{path} does not exist at {commit.oid}", "EntryNotFound", commit.oid)
+        if stored.pointer_size is not None:  # LFS: the Hub redirects to a signed, expiring CDN URL
+            now = time.time()
+            query = urlencode({"file": f"{ns}/{name}/{path}", "issued": f"{now:.6f}",
+                               "expires": f"{now + self.hub.cdn_ttl_s:.6f}"})
+            self.send_response(302)
+            for key, value in {"Location": f"{self.hub.cdn_url}/cdn/{stored.sha256}?{query}", "X-Repo-Commit": commit.oid,
+                               "ETag": f'"{stored.sha256}"', "X-Linked-Etag": f'"{stored.sha256}"',
+                               "X-Linked-Size": str(stored.size), "Content-Length": "0"}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            return
         headers = {
             "X-Repo-Commit": commit.oid,
             "Accept-Ranges": "bytes",
@@ -535,6 +568,30 @@ class _Handler(BaseHTTPRequestHandler):
             with self.hub._lock:  # counted before sending: a client done reading never sees a stale count
                 self.hub.sent[f"{ns}/{name}/{path}"] += end - start
             self._copy(self.hub.blobs / stored.sha256, start, end)
+
+    def _cdn(self, oid: str, head: bool, **_: Any) -> None:
+        """A blob by its sha256, as the Hub's CDN serves an LFS file: ranges, and 403 once the URL expired."""
+        issued, expires = (float(self.query.get(key, ["0"])[0]) for key in ("issued", "expires"))
+        file = self.query.get("file", [""])[0]
+        if time.time() > expires or issued < self.hub._cdn_valid_from:
+            raise HubError(403, "Request has expired")
+        blob = self.hub.blobs / oid
+        if not blob.is_file():
+            raise HubError(404, f"no blob {oid}")
+        size = blob.stat().st_size
+        start, end = self._range(size)
+        self.send_response(206 if (start, end) != (0, size) else 200)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", "ETag": f'"{oid}"',
+                   "Content-Length": str(end - start)}
+        if (start, end) != (0, size):
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if not head:
+            with self.hub._lock:
+                self.hub.sent[file] += end - start
+            self._copy(blob, start, end)
 
     def _range(self, size: int) -> tuple[int, int]:
         """``[start, end)`` requested by the Range header (whole file without one)."""

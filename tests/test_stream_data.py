@@ -13,6 +13,11 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
+import urllib.error
+import zlib
+import email.message
+import email.utils
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +27,8 @@ import torch
 from huggingface_hub import HfApi
 
 import m3leo_hf
-from m3leo_hf import prefetch
+from m3leo_hf import http_get, prefetch
+from m3leo_hf.ranged import read_range
 from local_hub import TEST_TOKEN, LocalHub
 from m3leo_hf import reader
 from m3leo_hf.transforms import IGNORE_INDEX
@@ -361,6 +367,97 @@ def test_hub_roots_https_resolve_and_hf(stream_shards, local_hub: LocalHub):
     hf = m3leo_hf.stream("hf://datasets/m3leo/conus", storage_options={"endpoint": local_hub.url}, **options)
     hf.load_state_dict({"epoch": 0, "batches": 1})
     assert [b["chip_id"] for b in hf] == local[1:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_hub_redirects_are_resolved_once_per_file_and_again_when_expired(stream_shards, local_hub: LocalHub,
+                                                                          workers, monkeypatch):
+    """The Hub answers /resolve/ of a shard with a redirect to an expiring CDN URL and rate-limits resolver
+    requests: chunk requests go to the remembered CDN URL, one resolve per file and process, and a refused
+    (expired) URL is resolved again without losing or repeating a sample."""
+    monkeypatch.setattr(prefetch, "CHUNK_BYTES", 1)  # one sample a request: two requests a shard
+    http_get.forget_locations()
+    api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
+    api.create_repo("m3leo/conus", repo_type="dataset")
+    api.upload_folder(folder_path=str(stream_shards / "conus"), repo_id="m3leo/conus", repo_type="dataset")
+    options = dict(modalities=["s1grd", "esaworldcover"], seed=3, batch_size=2, spatial_size=32)
+    local = m3leo_hf.StatefulLoader(m3leo_hf.stream(str(stream_shards / "conus"), **options), num_workers=workers)
+    https = m3leo_hf.StatefulLoader(m3leo_hf.stream(f"{local_hub.url}/datasets/m3leo/conus/resolve/main",
+                                                    **options), num_workers=workers,
+                                    persistent_workers=workers > 0)  # processes that remember what they resolved
+
+    def digest(value):
+        if isinstance(value, torch.Tensor):
+            return zlib.crc32(value.numpy().tobytes())
+        return {k: digest(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+    def epoch(loader) -> list[dict]:  # digests: a worker's batch buffers are reused once consumed
+        return [digest({k: batch[k] for k in ("chip_id", "s1grd", "esaworldcover")}) for batch in loader]
+
+    def shard_resolves() -> dict[str, int]:
+        return {p: n for p, n in local_hub.resolve_requests().items() if p.endswith(".tar")}
+
+    expected, sent = [epoch(local) for _ in range(3)], local_hub.bytes_sent()  # three epochs, three orders
+    assert epoch(https) == expected[0]
+    files = {f"m3leo/conus/{p.relative_to(stream_shards / 'conus')}" for p in (stream_shards / "conus").rglob("*.tar")
+             if p.parent.name in (S1GRD, ESAWC)}
+    read = {p for p in files if local_hub.bytes_sent()[p] > sent[p]}
+    assert read and set(shard_resolves()) == read
+    assert set(shard_resolves().values()) == {max(workers, 1)}  # once per reading process, not per request
+    assert epoch(https) == expected[1]
+    assert set(shard_resolves().values()) == {max(workers, 1)}
+    local_hub.expire_cdn_urls()
+    assert epoch(https) == expected[2]
+    assert set(shard_resolves().values()) == {2 * max(workers, 1)}
+
+
+def test_a_rate_limited_request_waits_as_long_as_the_server_asks(tmp_path):
+    """A 429 naming its reset (``Retry-After`` or the Hub's ``RateLimit: "resolvers";r=0;t=N``) is retried
+    after that many seconds rather than after the short default backoff."""
+    (tmp_path / "data.bin").write_bytes(bytes(range(256)) * 4)
+    limited = iter([{"Retry-After": "1"}, {"RateLimit": '"resolvers";r=0;t=1'}])
+
+    class RateLimited(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(tmp_path), **kwargs)
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            headers = next(limited, None)
+            if headers is None:
+                return super().do_GET()
+            self.send_response(429)
+            for key, value in {**headers, "Content-Length": "0"}.items():
+                self.send_header(key, value)
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        data = read_range(f"http://127.0.0.1:{server.server_address[1]}/data.bin", 10, 20, retries=2)
+        assert bytes(data) == (bytes(range(256)) * 4)[10:30]
+        assert time.monotonic() - started >= 2.0  # 1 s + 1 s as asked, not 0.5 s + 1 s of default backoff
+    finally:
+        server.shutdown()
+
+
+def test_retry_after_is_read_from_either_header_and_bounded():
+    def limited(code: int, **headers: str) -> urllib.error.HTTPError:
+        message = email.message.Message()
+        for key, value in headers.items():
+            message[key.replace("_", "-")] = value
+        return urllib.error.HTTPError("http://x", code, "limited", message, None)
+
+    assert http_get.retry_after_s(limited(429, Retry_After="7")) == 7.0
+    assert http_get.retry_after_s(limited(503, Retry_After="100000")) == http_get.RETRY_AFTER_MAX_S
+    assert http_get.retry_after_s(limited(429, RateLimit='"resolvers";r=0;t=55')) == 55.0
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= http_get.retry_after_s(limited(429, Retry_After=later)) <= 30
+    assert http_get.retry_after_s(limited(429, Retry_After="soon")) is None
+    assert http_get.retry_after_s(limited(404, Retry_After="7")) is None
 
 
 def test_in_process_state_dict_resumes_exactly(stream_shards):
