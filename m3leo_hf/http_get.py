@@ -8,6 +8,12 @@ remembered in this process for ``LOCATION_TTL_S``, well inside the lifetime of t
 requests go straight to it (a URL that does not redirect is remembered as itself). A location that refuses the request (401, 403, 404, 410: expired or revoked
 signature) is forgotten and the URL resolved again, once, within the same request.
 
+An ``hf://`` file of a repository is read the same way (``hub_https``): as its ``/resolve/`` URL at the
+endpoint, with the token ``HfFileSystem`` would send. Reading it through ``HfFileSystem`` instead costs one
+resolver request and, every few chunks, Hub API calls (repo info, tree listings), which have the lowest limits.
+``Authorization`` never leaves the origin it was meant for: a redirect to the CDN drops it, as the Hub's
+clients do (a signed URL plus a token is refused by the storage).
+
 A 429 or 503 says how long to wait in ``Retry-After`` or the ``RateLimit`` header (the Hub's ``"resolvers";
 r=0;t=55``): ``retry_after_s`` reads it for the readers' retries, at most ``RETRY_AFTER_MAX_S``.
 """
@@ -20,6 +26,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from http.client import HTTPResponse
 from typing import Mapping
@@ -29,6 +36,8 @@ RETRY_AFTER_MAX_S = 300.0  # the Hub's rate-limit window
 REFUSED = frozenset({401, 403, 404, 410})
 _RATELIMIT_RESET = re.compile(r";\s*t\s*=\s*(\d+)")
 _locations: dict[str, tuple[str, float]] = {}  # url -> (where it led, when); dict operations are atomic
+_hub_urls: dict[tuple[str, str], tuple[str, dict[str, str]] | None] = {}  # (hf:// url, options) -> hub_https
+_hub_filesystems: dict[str, object] = {}  # storage options -> the HfFileSystem resolving hf:// paths with them
 _resolving: dict[str, threading.Lock] = {}  # url -> held while one thread resolves it
 os.register_at_fork(after_in_child=_resolving.clear)  # a lock held by a parent's thread would never be released
 
@@ -41,7 +50,7 @@ def open_url(url: str, headers: Mapping[str, str], timeout: float = 60) -> HTTPR
     remembered = _fresh(url)
     if remembered is not None:
         try:
-            return _get(remembered[0], headers, timeout)
+            return _get(remembered[0], _for(remembered[0], url, headers), timeout)
         except urllib.error.HTTPError as exc:
             if exc.code not in REFUSED or remembered[0] == url:
                 raise
@@ -53,7 +62,34 @@ def open_url(url: str, headers: Mapping[str, str], timeout: float = 60) -> HTTPR
             response = _get(url, headers, timeout)
             _locations[url] = (response.geturl(), time.monotonic())
             return response
-    return _get(remembered[0], headers, timeout)  # resolved again by another thread meanwhile
+    return _get(remembered[0], _for(remembered[0], url, headers), timeout)  # resolved by another thread meanwhile
+
+
+def hub_https(url: str, storage_options: Mapping | None = None) -> tuple[str, dict[str, str]] | None:
+    """``hf://`` ``url`` of a file in a Hub repository as its ``/resolve/`` URL and the headers (token,
+    user agent) ``HfFileSystem`` with ``storage_options`` would send; None for anything else (buckets)."""
+    if not url.startswith("hf://"):
+        return None
+    options = repr(sorted((storage_options or {}).items()))
+    if (url, options) not in _hub_urls:
+        _hub_urls[url, options] = _hub_https(url, storage_options, options)
+    return _hub_urls[url, options]
+
+
+def _hub_https(url: str, storage_options: Mapping | None, options: str) -> tuple[str, dict[str, str]] | None:
+    from huggingface_hub import HfFileSystem, hf_hub_url
+    from huggingface_hub.hf_file_system import HfFileSystemResolvedRepositoryPath
+    from huggingface_hub.utils import build_hf_headers
+
+    if options not in _hub_filesystems:  # fsspec's cache keeps one per thread, and each checks the repo anew
+        _hub_filesystems[options] = HfFileSystem(**dict(storage_options or {}), skip_instance_cache=True)
+    fs = _hub_filesystems[options]
+    resolved = fs.resolve_path(url)  # the repo and revision are checked once per filesystem, then cached
+    if not isinstance(resolved, HfFileSystemResolvedRepositoryPath):
+        return None
+    return (hf_hub_url(resolved.repo_id, resolved.path_in_repo, repo_type=resolved.repo_type,
+                       revision=resolved.revision, endpoint=fs.endpoint),
+            build_hf_headers(token=fs.token, headers={"Accept-Encoding": "identity"}))
 
 
 def forget_locations() -> None:
@@ -89,5 +125,28 @@ def _fresh(url: str) -> tuple[str, float] | None:
     return remembered if remembered is not None and time.monotonic() - remembered[1] < LOCATION_TTL_S else None
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+def _for(location: str, url: str, headers: Mapping[str, str]) -> Mapping[str, str]:
+    """``headers`` for a request to ``location`` (where ``url`` led): without ``Authorization`` off its origin."""
+    if _origin(location) == _origin(url):
+        return headers
+    return {k: v for k, v in headers.items() if k.lower() != "authorization"}
+
+
+class _KeepAuthorizationOnItsOrigin(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913 - stdlib signature
+        request = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if request is not None and _origin(newurl) != _origin(req.full_url):
+            request.remove_header("Authorization")
+        return request
+
+
+_opener = urllib.request.build_opener(_KeepAuthorizationOnItsOrigin)
+
+
 def _get(url: str, headers: Mapping[str, str], timeout: float) -> HTTPResponse:
-    return urllib.request.urlopen(urllib.request.Request(url, headers=dict(headers)), timeout=timeout)
+    return _opener.open(urllib.request.Request(url, headers=dict(headers)), timeout=timeout)

@@ -1,7 +1,8 @@
 """Bounded byte-range reads and samples parsed from them: read a chip's bytes and nothing around them.
 
-``read_range`` fetches exactly ``[offset, offset + size)`` of a local file, an ``http(s)://`` URL (one
-``Range: bytes=a-b`` request) or an fsspec URL (``hf://`` without read-ahead), retrying transient errors
+``read_range`` fetches exactly ``[offset, offset + size)`` of a local file, an ``http(s)://`` URL or an
+``hf://`` repository file (one ``Range: bytes=a-b`` request, ``m3leo_hf.http_get``) or another fsspec URL
+(``hf://buckets`` without read-ahead), retrying transient errors
 like ``m3leo_hf.reader``. ``read_runs`` reads the wanted samples of a shard, one request per run of
 consecutive samples (at most ``RUN_BYTES`` each unless one sample is larger), and checks every key against the index.
 """
@@ -50,8 +51,9 @@ def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None,
            buffer: np.ndarray | None) -> bytearray | np.ndarray:
     """The bytes read in chunks: memory follows what the source really holds, whatever ``size`` claims
     (``buffer``, when given, holds ``size`` bytes already)."""
+    url, headers = http_get.hub_https(url, storage_options) or (url, {})
     if url.startswith(("http://", "https://")):
-        with http_get.open_url(url, {"Range": f"bytes={offset}-{offset + size - 1}"}) as response:
+        with http_get.open_url(url, {**headers, "Range": f"bytes={offset}-{offset + size - 1}"}) as response:
             if response.status != 206:  # the server ignored Range: skip to offset in the full body
                 _skip(response, offset)
             if buffer is not None:

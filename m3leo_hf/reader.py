@@ -74,9 +74,8 @@ def wait_to_retry(exc: BaseException, attempt: int) -> None:
     time.sleep(max(BACKOFF_S * 2**attempt, http_get.retry_after_s(exc) or 0.0))
 
 
-def _open_http(url: str, offset: int) -> BinaryIO:
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = http_get.open_url(url, headers)
+def _open_http(url: str, offset: int, headers: Mapping[str, str]) -> BinaryIO:
+    response = http_get.open_url(url, {**headers, "Range": f"bytes={offset}-"} if offset else headers)
     if offset and response.status != 206:  # server ignored Range: stream and skip
         remaining = offset
         while remaining:
@@ -89,8 +88,9 @@ def _open_http(url: str, offset: int) -> BinaryIO:
 
 def open_source(url: str, offset: int = 0, storage_options: Mapping | None = None) -> BinaryIO:
     """A binary stream of ``url`` positioned at ``offset`` (no retries)."""
+    url, headers = http_get.hub_https(url, storage_options) or (url, {})
     if url.startswith(("http://", "https://")):
-        return _open_http(url, offset)
+        return _open_http(url, offset, headers)
     if is_url(url):
         stream = fsspec.open(url, "rb", **dict(storage_options or {})).open()
     else:

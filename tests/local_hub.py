@@ -10,14 +10,15 @@ ETag = sha256 on resolve) when it is binary (NUL byte in its first 512 bytes) or
 are regular git blobs (oid = git blob sha1, ETag = that sha1). A new repo starts with a commit holding
 ``.gitattributes``, as on the Hub. Like the Hub, ``/resolve/`` of an LFS file answers 302 to a "CDN" URL
 (here ``cdn_url/cdn/<sha256>?...&expires=<unix time>``, another origin, refused with 403 once ``cdn_ttl_s`` have passed or after ``expire_cdn_urls()``), with
-``X-Linked-Size`` / ``X-Linked-Etag`` on the redirect; ``resolve_requests()`` counts the resolver requests
+``X-Linked-Size`` / ``X-Linked-Etag`` on the redirect, and refusing a request that carries a token too;
+``resolve_requests()`` counts the resolver requests
 (what the Hub rate-limits) per file.
 
 Use it through the ``local_hub`` fixture (``from local_hub import local_hub`` in a test module or in
 tests/conftest.py), or ``with LocalHub(tmp_dir) as hub: ...``. In-process clients take ``endpoint=hub.url``
 (and ``token=TEST_TOKEN`` for writes); ``datasets`` reads ``HF_ENDPOINT`` when imported, so run it in a
 subprocess with ``env=hub.client_env(tmp_dir)``. Test hooks: ``fail_commits_after(n)``, ``uploads()``,
-``files()``, ``history()``, ``resolve_requests()``.
+``files()``, ``history()``, ``resolve_requests()``, ``route_requests()``, ``expire_cdn_urls()``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class LocalHub:
         self.cdn_ttl_s = cdn_ttl_s
         self._cdn_valid_from = 0.0  # CDN URLs issued before this are refused (``expire_cdn_urls``)
         self.resolves: Counter[str] = Counter()  # resolve requests per <repo_id>/<path>
+        self.routes: Counter[str] = Counter()  # requests per route name (``repo_info``, ``tree``, ``resolve``...)
         self.blobs = self.root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.repos: dict[tuple[str, str], Repo] = {}
@@ -157,6 +159,12 @@ class LocalHub:
     def expire_cdn_urls(self) -> None:
         """Refuse (403) every CDN URL handed out so far, as the Hub's signed URLs expire."""
         self._cdn_valid_from = time.time()
+
+    def route_requests(self) -> Counter[str]:
+        """Requests per route name: ``repo_info``, ``tree``, ``paths_info`` (the Hub's API, its lowest rate
+        limits), ``resolve``, ``cdn``..."""
+        with self._lock:
+            return Counter(self.routes)
 
     def resolve_requests(self) -> Counter[str]:
         """Resolve requests (GET and HEAD of ``/resolve/``, what the Hub rate-limits) per ``<repo_id>/<path>``."""
@@ -426,6 +434,8 @@ class _Handler(BaseHTTPRequestHandler):
             for route_method, pattern, name in _ROUTES:
                 match = pattern.match(url.path)
                 if match and (route_method == method or (route_method, method) == ("GET", "HEAD")):
+                    with self.hub._lock:
+                        self.hub.routes[name] += 1
                     if name in _WRITES:
                         self._check_token()
                     args = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
@@ -575,6 +585,8 @@ class _Handler(BaseHTTPRequestHandler):
         file = self.query.get("file", [""])[0]
         if time.time() > expires or issued < self.hub._cdn_valid_from:
             raise HubError(403, "Request has expired")
+        if "Authorization" in self.headers:  # as the storage behind a signed URL answers a token
+            raise HubError(400, "Only one auth mechanism allowed")
         blob = self.hub.blobs / oid
         if not blob.is_file():
             raise HubError(404, f"no blob {oid}")

@@ -401,14 +401,40 @@ def test_hub_redirects_are_resolved_once_per_file_and_again_when_expired(stream_
     assert epoch(https) == expected[0]
     files = {f"m3leo/conus/{p.relative_to(stream_shards / 'conus')}" for p in (stream_shards / "conus").rglob("*.tar")
              if p.parent.name in (S1GRD, ESAWC)}
-    read = {p for p in files if local_hub.bytes_sent()[p] > sent[p]}
-    assert read and set(shard_resolves()) == read
-    assert set(shard_resolves().values()) == {max(workers, 1)}  # once per reading process, not per request
+    read, processes = {p for p in files if local_hub.bytes_sent()[p] > sent[p]}, max(workers, 1)
+    first = shard_resolves()
+    assert read and set(first) == read
+    assert max(first.values()) <= processes  # once per reading process, not per request (2 per shard)
     assert epoch(https) == expected[1]
-    assert set(shard_resolves().values()) == {max(workers, 1)}
+    assert shard_resolves() == first
     local_hub.expire_cdn_urls()
     assert epoch(https) == expected[2]
-    assert set(shard_resolves().values()) == {2 * max(workers, 1)}
+    assert all(1 <= shard_resolves()[p] - first[p] <= processes for p in read)  # refused: resolved again
+
+
+def test_hf_roots_read_like_their_resolve_urls_without_api_calls_per_chunk(stream_shards, local_hub: LocalHub,
+                                                                          monkeypatch):
+    """``hf://`` files are read by their /resolve/ URL with the token: one repo check per process, one
+    resolve per file, none of the Hub API's tree listings per chunk; the token never reaches the CDN."""
+    monkeypatch.setattr(prefetch, "CHUNK_BYTES", 1)
+    http_get.forget_locations()
+    api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
+    api.create_repo("m3leo/conus", repo_type="dataset")
+    api.upload_folder(folder_path=str(stream_shards / "conus"), repo_id="m3leo/conus", repo_type="dataset")
+    options = dict(modalities=["s1grd", "esaworldcover"], seed=3, batch_size=2, spatial_size=32)
+    local = m3leo_hf.stream(str(stream_shards / "conus"), **options)
+    hf = m3leo_hf.stream("hf://datasets/m3leo/conus", storage_options={"endpoint": local_hub.url, "token": TEST_TOKEN},
+                         **options)
+    before = local_hub.route_requests()
+    for epoch in range(2):
+        local.set_epoch(epoch)
+        hf.set_epoch(epoch)
+        for a, b in zip(hf, local, strict=True):
+            assert a["chip_id"] == b["chip_id"] and torch.equal(a["s1grd"], b["s1grd"])
+    used = local_hub.route_requests() - before
+    assert used["cdn"] > used["resolve"] and not used["tree"] and not used["paths_info"] and used["repo_info"] <= 1
+    resolves = {p: n for p, n in local_hub.resolve_requests().items() if p.endswith(".tar")}
+    assert resolves and set(resolves.values()) == {1}
 
 
 def test_a_rate_limited_request_waits_as_long_as_the_server_asks(tmp_path):
