@@ -5,8 +5,9 @@ resolve request counts against the Hub's rate limit for resolvers (a few thousan
 remote stream makes one request per chunk of a few samples: following the redirect anew each time would spend
 that budget in minutes and pay the extra round trip on every chunk. So the location a URL redirected to is
 remembered in this process for ``LOCATION_TTL_S``, well inside the lifetime of the Hub's signed URLs, and
-requests go straight to it (a URL that does not redirect is remembered as itself). A location that refuses the request (401, 403, 404, 410: expired or revoked
-signature) is forgotten and the URL resolved again, once, within the same request.
+requests go straight to it (a URL that does not redirect is remembered as itself). A location that refuses
+the request (401, 403, 404, 410: expired or revoked signature) is forgotten and the URL resolved again, once,
+within the same request.
 
 An ``hf://`` file of a repository is read the same way (``hub_https``): as its ``/resolve/`` URL at the
 endpoint, with the token ``HfFileSystem`` would send. Reading it through ``HfFileSystem`` instead costs one

@@ -8,11 +8,11 @@ file contents are stored once per sha256 under ``root/blobs``.
 Like the Hub, the server reports a file as LFS (``lfs: {oid: sha256, size, pointerSize}`` in trees,
 ETag = sha256 on resolve) when it is binary (NUL byte in its first 512 bytes) or >= 10 MiB; other files
 are regular git blobs (oid = git blob sha1, ETag = that sha1). A new repo starts with a commit holding
-``.gitattributes``, as on the Hub. Like the Hub, ``/resolve/`` of an LFS file answers 302 to a "CDN" URL
-(here ``cdn_url/cdn/<sha256>?...&expires=<unix time>``, another origin, refused with 403 once ``cdn_ttl_s`` have passed or after ``expire_cdn_urls()``), with
-``X-Linked-Size`` / ``X-Linked-Etag`` on the redirect, and refusing a request that carries a token too;
-``resolve_requests()`` counts the resolver requests
-(what the Hub rate-limits) per file.
+``.gitattributes``, as on the Hub. Like the Hub, ``/resolve/`` of an LFS file answers 302 to a "CDN" URL (here
+``cdn_url/cdn/<sha256>?...&expires=<unix time>``, another origin, refused with 403 once ``cdn_ttl_s`` have
+passed or after ``expire_cdn_urls()``), with ``X-Linked-Size`` / ``X-Linked-Etag`` on the redirect, and
+refusing a request that carries a token too; ``resolve_requests()`` counts the resolver requests (what the Hub
+rate-limits) per file.
 
 Use it through the ``local_hub`` fixture (``from local_hub import local_hub`` in a test module or in
 tests/conftest.py), or ``with LocalHub(tmp_dir) as hub: ...``. In-process clients take ``endpoint=hub.url``
@@ -553,9 +553,10 @@ class _Handler(BaseHTTPRequestHandler):
             query = urlencode({"file": f"{ns}/{name}/{path}", "issued": f"{now:.6f}",
                                "expires": f"{now + self.hub.cdn_ttl_s:.6f}"})
             self.send_response(302)
-            for key, value in {"Location": f"{self.hub.cdn_url}/cdn/{stored.sha256}?{query}", "X-Repo-Commit": commit.oid,
-                               "ETag": f'"{stored.sha256}"', "X-Linked-Etag": f'"{stored.sha256}"',
-                               "X-Linked-Size": str(stored.size), "Content-Length": "0"}.items():
+            location = f"{self.hub.cdn_url}/cdn/{stored.sha256}?{query}"
+            for key, value in {"Location": location, "X-Repo-Commit": commit.oid, "ETag": f'"{stored.sha256}"',
+                               "X-Linked-Etag": f'"{stored.sha256}"', "X-Linked-Size": str(stored.size),
+                               "Content-Length": "0"}.items():
                 self.send_header(key, value)
             self.end_headers()
             return
