@@ -470,6 +470,32 @@ def test_a_rate_limited_request_waits_as_long_as_the_server_asks(tmp_path):
         server.shutdown()
 
 
+@pytest.mark.parametrize("location, message", [("/data.bin", "infinite loop"),
+                                               ("file:///etc/passwd", "not allowed")])
+def test_a_hostile_redirect_is_a_clear_error_at_once(location, message):
+    """A server redirecting in a loop, or to a local file, is refused by name, without retries."""
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/data.bin"
+    try:
+        started = time.monotonic()
+        with pytest.raises(OSError, match=rf"{re.escape(url)}: cannot read bytes 0-9 after 1 attempt\(s\).*{message}"):
+            read_range(url, 0, 10, retries=3)
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+
+
 def test_retry_after_is_read_from_either_header_and_bounded():
     def limited(code: int, **headers: str) -> urllib.error.HTTPError:
         message = email.message.Message()
