@@ -5,9 +5,10 @@ resolve request counts against the Hub's rate limit for resolvers (a few thousan
 remote stream makes one request per chunk of a few samples: following the redirect anew each time would spend
 that budget in minutes and pay the extra round trip on every chunk. So the location a URL redirected to is
 remembered in this process for ``LOCATION_TTL_S``, well inside the lifetime of the Hub's signed URLs, and
-requests go straight to it (a URL that does not redirect is remembered as itself). A location that refuses
-the request (401, 403, 404, 410: expired or revoked signature) is forgotten and the URL resolved again, once,
-within the same request.
+requests go straight to it (a URL that does not redirect is remembered as itself). Only shards (``.tar``) are
+remembered: a published shard never changes (docs/design.md), while a growth commit rewrites the metadata under
+the same path, so metadata is resolved on every read. A location that refuses the request (401, 403, 404, 410:
+expired or revoked signature) is forgotten and the URL resolved again, once, within the same request.
 
 An ``hf://`` file of a repository is read the same way (``hub_https``): as its ``/resolve/`` URL at the
 endpoint, with the token ``HfFileSystem`` would send. Reading it through ``HfFileSystem`` instead costs one
@@ -46,7 +47,10 @@ os.register_at_fork(after_in_child=_resolving.clear)  # a lock held by a parent'
 def open_url(url: str, headers: Mapping[str, str], timeout: float = 60) -> HTTPResponse:
     """The response to ``GET url`` with ``headers``, sent to the location ``url`` last redirected to when that
     is fresh; redirects are followed (with the same headers) and their final location remembered. One thread at
-    a time resolves a URL: the chunk requests a read-ahead starts together make one resolver request."""
+    a time resolves a URL: the chunk requests a read-ahead starts together make one resolver request. Only
+    shard URLs (``.tar``) are remembered."""
+    if not urllib.parse.urlsplit(url).path.endswith(".tar"):
+        return _get(url, headers, timeout)
     refused = None
     remembered = _fresh(url)
     if remembered is not None:

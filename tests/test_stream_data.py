@@ -412,6 +412,18 @@ def test_hub_redirects_are_resolved_once_per_file_and_again_when_expired(stream_
     assert all(1 <= shard_resolves()[p] - first[p] <= processes for p in read)  # refused: resolved again
 
 
+def test_metadata_rewritten_by_a_commit_is_read_anew_under_the_same_url(local_hub: LocalHub, tmp_path):
+    """Shards never change once published, metadata does (a region grows): its redirect is not remembered."""
+    http_get.forget_locations()
+    api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
+    api.create_repo("m3leo/conus", repo_type="dataset")
+    url = f"{local_hub.url}/datasets/m3leo/conus/resolve/main/metadata/chips.parquet"
+    for version in (b"PAR1\x00 first", b"PAR1\x00 second, after growth"):  # binary: LFS, served by the CDN
+        api.upload_file(path_or_fileobj=version, path_in_repo="metadata/chips.parquet", repo_id="m3leo/conus",
+                        repo_type="dataset")
+        assert reader.read_bytes(url) == version
+
+
 def test_hf_roots_read_like_their_resolve_urls_without_api_calls_per_chunk(stream_shards, local_hub: LocalHub,
                                                                           monkeypatch):
     """``hf://`` files are read by their /resolve/ URL with the token: one repo check per process, one
