@@ -3,6 +3,8 @@ corrupt shards, retries, HTTP roots, in-process resume."""
 
 from __future__ import annotations
 
+import email.message
+import email.utils
 import functools
 import http.server
 import io
@@ -16,8 +18,6 @@ import threading
 import time
 import urllib.error
 import zlib
-import email.message
-import email.utils
 from pathlib import Path
 
 import numpy as np
