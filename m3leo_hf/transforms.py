@@ -43,9 +43,10 @@ def stored_nodata(modality: Modality) -> float | int | None:
 
 
 def run(pipeline: Pipeline, modality: str, arrays: Mapping[str, np.ndarray], fields: Mapping[str, Mapping],
-        dates: Mapping | None = None, labels: Mapping | None = None, region: str | None = None) -> dict[str, np.ndarray]:
-    """The arrays ``pipeline`` makes of one chip."""
-    return dict(pipeline(Chip(modality, dict(arrays), dict(fields), dates, labels, region)).arrays)
+        dates: Mapping | None = None, labels: Mapping | None = None, region: str | None = None,
+        into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``pipeline`` makes of one chip (``into``: see ``Pipeline``)."""
+    return dict(pipeline(Chip(modality, dict(arrays), dict(fields), dates, labels, region), into).arrays)
 
 
 def placeholder(pipeline: Pipeline, modality: str, template: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
@@ -157,11 +158,8 @@ class ModalityTransform:
         """The output arrays; ``into`` (arrays by output name, a batch's row): where the last stage is the
         crop/pad or the class labels, the outputs that fit them are written there (and returned) instead of into
         new arrays."""
-        if not into or not self._writes_into:
-            return run(self.pipeline, self.modality.name, arrays, fields, dates, labels, region)
-        *before, last = self.pipeline.stages
-        chip = Pipeline(before)(Chip(self.modality.name, dict(arrays), dict(fields), dates, labels, region))
-        return dict(last(chip, into).arrays)
+        return run(self.pipeline, self.modality.name, arrays, fields, dates, labels, region,
+                   into if self._writes_into else None)
 
     def placeholder(self, template: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
         """Output for a chip lacking this modality (zeros; label maps ``IGNORE_INDEX``); deferred: the stored

@@ -108,10 +108,13 @@ class Pipeline:
     def __init__(self, stages: Sequence[Stage]):
         self.stages = list(stages)
 
-    def __call__(self, chip: Chip) -> Chip:
-        for stage in self.stages:
+    def __call__(self, chip: Chip, into: Mapping[str, np.ndarray] | None = None) -> Chip:
+        """``chip`` through every stage; ``into`` (arrays by output name, a batch's row) goes to the last stage,
+        which must take it (``CropPad``, ``ClassLabels``)."""
+        last = self.stages[-1] if into and self.stages else None
+        for stage in self.stages[:-1] if last else self.stages:
             chip = stage(chip)
-        return chip
+        return last(chip, into) if last else chip
 
     def __repr__(self) -> str:
         return f"Pipeline({self.stages!r})"
