@@ -10,8 +10,10 @@ remembered: a published shard never changes (docs/design.md), while a growth com
 the same path, so metadata is resolved on every read. A location that refuses the request (401, 403, 404, 410:
 expired or revoked signature) is forgotten and the URL resolved again, once, within the same request.
 
-An ``hf://`` file of a repository is read the same way (``hub_https``): as its ``/resolve/`` URL at the
-endpoint, with the token ``HfFileSystem`` would send. Reading it through ``HfFileSystem`` instead costs one
+An ``hf://`` file of a repository is read the same way (``http_target``): as its ``/resolve/`` URL at the
+endpoint, with the token ``HfFileSystem`` would send. An ``https://`` URL at the Hub's endpoint carries that token
+too, as ``datasets`` sends it (so a private repo reads by either URL); any http(s) URL carries the
+``storage_options["headers"]`` fsspec's HTTP filesystem would send. Reading it through ``HfFileSystem`` instead costs one
 resolver request and, every few chunks, Hub API calls (repo info, tree listings), which have the lowest limits.
 ``Authorization`` never leaves the origin it was meant for: a redirect to the CDN drops it, as the Hub's
 clients do (a signed URL plus a token is refused by the storage).
@@ -38,7 +40,7 @@ RETRY_AFTER_MAX_S = 300.0  # the Hub's rate-limit window
 REFUSED = frozenset({401, 403, 404, 410})
 _RATELIMIT_RESET = re.compile(r";\s*t\s*=\s*(\d+)")
 _locations: dict[str, tuple[str, float]] = {}  # url -> (where it led, when); dict operations are atomic
-_hub_urls: dict[tuple[str, str], tuple[str, dict[str, str]] | None] = {}  # (hf:// url, options) -> hub_https
+_targets: dict[tuple[str, str], tuple[str, dict[str, str]] | None] = {}  # (url, options) -> http_target
 _hub_filesystems: dict[str, object] = {}  # storage options -> the HfFileSystem resolving hf:// paths with them
 _resolving: dict[str, threading.Lock] = {}  # url -> held while one thread resolves it
 os.register_at_fork(after_in_child=_resolving.clear)  # a lock held by a parent's thread would never be released
@@ -70,15 +72,33 @@ def open_url(url: str, headers: Mapping[str, str], timeout: float = 60) -> HTTPR
     return _get(remembered[0], _for(remembered[0], url, headers), timeout)  # resolved by another thread meanwhile
 
 
-def hub_https(url: str, storage_options: Mapping | None = None) -> tuple[str, dict[str, str]] | None:
-    """``hf://`` ``url`` of a file in a Hub repository as its ``/resolve/`` URL and the headers (token,
-    user agent) ``HfFileSystem`` with ``storage_options`` would send; None for anything else (buckets)."""
-    if not url.startswith("hf://"):
+def http_target(url: str, storage_options: Mapping | None = None) -> tuple[str, dict[str, str]] | None:
+    """The http(s) URL a GET of ``url`` goes to and the headers it carries, or None for a URL read another way
+    (local paths, ``hf://buckets``, other fsspec URLs):
+    - an ``hf://`` file of a repository: its ``/resolve/`` URL, with the token and user agent ``HfFileSystem``
+      with ``storage_options`` would send;
+    - an ``http(s)://`` URL: itself, with ``storage_options["headers"]``, plus the Hub's token and user agent
+      when it is at the Hub's endpoint (``storage_options["endpoint"]``, else ``HF_ENDPOINT``) and those headers
+      hold no ``Authorization``; ``storage_options["token"]`` chooses the token as for ``hf://``."""
+    if not url.startswith(("hf://", "http://", "https://")):
         return None
     options = repr(sorted((storage_options or {}).items()))
-    if (url, options) not in _hub_urls:
-        _hub_urls[url, options] = _hub_https(url, storage_options, options)
-    return _hub_urls[url, options]
+    if (url, options) not in _targets:
+        find = _hub_https if url.startswith("hf://") else _https
+        _targets[url, options] = find(url, storage_options, options)
+    return _targets[url, options]
+
+
+def _https(url: str, storage_options: Mapping | None, options: str) -> tuple[str, dict[str, str]]:
+    from huggingface_hub import constants
+    from huggingface_hub.utils import build_hf_headers
+
+    storage_options = storage_options or {}
+    headers = {str(k): str(v) for k, v in dict(storage_options.get("headers") or {}).items()}
+    at_hub = _origin(url) == _origin(storage_options.get("endpoint") or constants.ENDPOINT)
+    if at_hub and not any(k.lower() == "authorization" for k in headers):
+        headers = build_hf_headers(token=storage_options.get("token"), headers=headers)
+    return url, headers
 
 
 def _hub_https(url: str, storage_options: Mapping | None, options: str) -> tuple[str, dict[str, str]] | None:
@@ -100,6 +120,19 @@ def _hub_https(url: str, storage_options: Mapping | None, options: str) -> tuple
 def forget_locations() -> None:
     """Forget every remembered redirect location (each URL is resolved again on its next request)."""
     _locations.clear()
+
+
+def status_of(exc: BaseException | None) -> int | None:
+    """The HTTP status behind ``exc`` or one of its causes: urllib's ``HTTPError.code``, or the response of an
+    HTTP client's error (``huggingface_hub``'s ``HfHubHTTPError``, requests, httpx); None when none is there."""
+    while exc is not None:
+        if isinstance(exc, urllib.error.HTTPError):
+            return exc.code
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(status, int):
+            return status
+        exc = exc.__cause__
+    return None
 
 
 def retry_after_s(exc: BaseException) -> float | None:

@@ -20,9 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builders.declarations import Modality
-from m3leo_hf import limits
+from m3leo_hf import http_get, limits
 from m3leo_hf.reader import AlignmentError, ShardError, ShardFile, is_url, join, load_json, read_bytes
 
+NEEDS_TOKEN = ("; a private or gated repository needs a token: pass storage_options={'token': ...} or log in "
+               "with `hf auth login`")
 COLUMNS = ["chip_id", "split", "shard", "sample_index", "offset", "size", "available", "members"]
 
 
@@ -72,7 +74,8 @@ def load_region(root: str, modalities: Sequence[str], split: str, *, retries: in
             return read_bytes(join(root, f"metadata/{name}"), retries=retries, storage_options=storage_options,
                               limit=limit)
         except OSError as exc:
-            raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}") from exc
+            hint = NEEDS_TOKEN if http_get.status_of(exc) in (401, 403) else ""
+            raise FileNotFoundError(f"{root}: cannot read metadata/{name}: {exc}{hint}") from exc
 
     names = config_names(root, fetch)
     load = functools.partial(_load_modality, root, names=names, fetch=fetch, split=split)

@@ -51,7 +51,7 @@ def _fetch(url: str, offset: int, size: int, storage_options: Mapping | None,
            buffer: np.ndarray | None) -> bytearray | np.ndarray:
     """The bytes read in chunks: memory follows what the source really holds, whatever ``size`` claims
     (``buffer``, when given, holds ``size`` bytes already)."""
-    url, headers = http_get.hub_https(url, storage_options) or (url, {})
+    url, headers = http_get.http_target(url, storage_options) or (url, {})
     if url.startswith(("http://", "https://")):
         with http_get.open_url(url, {**headers, "Range": f"bytes={offset}-{offset + size - 1}"}) as response:
             if response.status != 206:  # the server ignored Range: skip to offset in the full body

@@ -25,7 +25,6 @@ import os
 import tarfile
 import time
 import tokenize
-import urllib.error
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Sequence
 
@@ -62,8 +61,9 @@ class _RemoteEOF(Exception):
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, urllib.error.HTTPError):
-        return exc.code == 429 or exc.code >= 500
+    status = http_get.status_of(exc)
+    if status is not None:  # a refusal (401, 403, 404...) stays one
+        return status == 429 or status >= 500
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
         return False
     return isinstance(exc, (OSError, TimeoutError, http.client.HTTPException, _RemoteEOF))
@@ -88,7 +88,7 @@ def _open_http(url: str, offset: int, headers: Mapping[str, str]) -> BinaryIO:
 
 def open_source(url: str, offset: int = 0, storage_options: Mapping | None = None) -> BinaryIO:
     """A binary stream of ``url`` positioned at ``offset`` (no retries)."""
-    url, headers = http_get.hub_https(url, storage_options) or (url, {})
+    url, headers = http_get.http_target(url, storage_options) or (url, {})
     if url.startswith(("http://", "https://")):
         return _open_http(url, offset, headers)
     if is_url(url):

@@ -12,7 +12,8 @@ are regular git blobs (oid = git blob sha1, ETag = that sha1). A new repo starts
 ``cdn_url/cdn/<sha256>?...&expires=<unix time>``, another origin, refused with 403 once ``cdn_ttl_s`` have
 passed or after ``expire_cdn_urls()``), with ``X-Linked-Size`` / ``X-Linked-Etag`` on the redirect, and
 refusing a request that carries a token too; ``resolve_requests()`` counts the resolver requests (what the Hub
-rate-limits) per file.
+rate-limits) per file. A repo created with ``private=True`` answers reads without the token 401
+``RepositoryNotFound``, as the Hub answers anonymous reads of a private repo.
 
 Use it through the ``local_hub`` fixture (``from local_hub import local_hub`` in a test module or in
 tests/conftest.py), or ``with LocalHub(tmp_dir) as hub: ...``. In-process clients take ``endpoint=hub.url``
@@ -82,6 +83,7 @@ class Repo:
     repo_type: str
     repo_id: str
     created: str
+    private: bool = False  # reads need the token (``_Handler._target``), as the Hub's private repos do
     refs: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
 
@@ -241,11 +243,11 @@ class LocalHub:
         repo.refs[branch] = oid
         return commit
 
-    def create_repo(self, repo_type: str, repo_id: str) -> None:
+    def create_repo(self, repo_type: str, repo_id: str, private: bool = False) -> None:
         with self._lock:
             if (repo_type, repo_id) in self.repos:
                 raise HubError(409, f"You already created this {repo_type} repo")
-            repo = Repo(repo_type, repo_id, _now())
+            repo = Repo(repo_type, repo_id, _now(), private)
             gitattributes = StoredFile(*self._store_blob(GITATTRIBUTES), commit="")
             self._new_commit(repo, "main", "initial commit", {".gitattributes": gitattributes})
             self.repos[(repo_type, repo_id)] = repo
@@ -362,7 +364,7 @@ def _repo_info(repo: Repo, commit: Commit, blobs: bool) -> dict[str, Any]:
         "sha": commit.oid,
         "createdAt": repo.created,
         "lastModified": commit.date,
-        "private": False,
+        "private": repo.private,
         "gated": False,
         "disabled": False,
         "downloads": 0,
@@ -475,6 +477,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _target(self, rtype: str | None, ns: str, name: str, rev: str) -> tuple[Repo, Commit]:
         repo = self.hub._repo(_TYPES[rtype or "models"], f"{ns}/{name}")
+        if repo.private and self.headers.get("Authorization") != f"Bearer {self.hub.token}":
+            raise HubError(401, "Repository not found", "RepositoryNotFound")  # the Hub's answer to anonymous reads
         with self.hub._lock:
             return repo, self.hub._commit(repo, rev)
 
@@ -487,7 +491,8 @@ class _Handler(BaseHTTPRequestHandler):
         prefix = "" if repo_type == "model" else f"{repo_type}s/"
         url = f"{self._base()}/{prefix}{repo_id}"
         try:
-            self.hub.create_repo(repo_type, repo_id)
+            private = payload.get("visibility", "private" if payload.get("private") else "public") != "public"
+            self.hub.create_repo(repo_type, repo_id, private)  # huggingface_hub 2.x sends visibility, 1.x private
         except HubError as err:
             self._json({"error": err.message, "url": url}, err.status)
             return

@@ -369,6 +369,32 @@ def test_hub_roots_https_resolve_and_hf(stream_shards, local_hub: LocalHub):
     assert [b["chip_id"] for b in hf] == local[1:]
 
 
+
+def test_private_hub_repo_reads_by_https_and_hf_with_the_token(stream_shards, local_hub: LocalHub):
+    """A private repo answers anonymous reads 401, an error that says what to do. An https root at the Hub's endpoint carries the token, as
+    ``datasets`` sends it (``storage_options`` ``token``, or explicit ``headers``), and so does ``hf://``;
+    the CDN refuses any request that carries it, so equal batches also show it stayed on the Hub."""
+    http_get.forget_locations()
+    api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
+    api.create_repo("m3leo/conus", repo_type="dataset", private=True)
+    api.upload_folder(folder_path=str(stream_shards / "conus"), repo_id="m3leo/conus", repo_type="dataset")
+    assert api.repo_info("m3leo/conus", repo_type="dataset").private
+    options = dict(modalities=["s1grd", "esaworldcover"], seed=3, batch_size=2, spatial_size=32)
+    local = [b["chip_id"] for b in m3leo_hf.stream(str(stream_shards / "conus"), **options)]
+    https = f"{local_hub.url}/datasets/m3leo/conus/resolve/main"
+    for root in (https, "hf://datasets/m3leo/conus"):  # a refusal: one attempt, and what to do about it
+        with pytest.raises(OSError, match=r"(?s)metadata/.* after 1 attempt.*401.*needs a token"):
+            m3leo_hf.stream(root, storage_options={"endpoint": local_hub.url, "token": False}, **options)
+    for storage_options in ({"endpoint": local_hub.url, "token": TEST_TOKEN},
+                            {"headers": {"Authorization": f"Bearer {TEST_TOKEN}"}}):
+        stream = m3leo_hf.stream(https, storage_options=storage_options, **options)
+        assert [b["chip_id"] for b in stream] == local
+    hf = m3leo_hf.stream("hf://datasets/m3leo/conus", storage_options={"endpoint": local_hub.url, "token": TEST_TOKEN},
+                         **options)
+    assert [b["chip_id"] for b in hf] == local
+    assert http_get.http_target(f"http://elsewhere.example/{https}", {"token": TEST_TOKEN}) == (
+        f"http://elsewhere.example/{https}", {})  # another origin never gets the Hub's token
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_hub_redirects_are_resolved_once_per_file_and_again_when_expired(stream_shards, local_hub: LocalHub,
                                                                           workers, monkeypatch):
