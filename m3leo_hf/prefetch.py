@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import numpy as np
+from torch.utils.data import get_worker_info
 
 from m3leo_hf import reader
 from m3leo_hf.ranged import read_range
@@ -20,9 +21,9 @@ from m3leo_hf.reader import ShardError, ShardFile
 
 T = TypeVar("T")
 CHUNK_BYTES = 16 << 20   # bytes of one request (one sample at least)
-AHEAD_BYTES = 128 << 20  # bytes requested and not yet consumed, per process
+AHEAD_BYTES = 128 << 20  # bytes requested and not yet consumed, per process at most
+LOADER_AHEAD_BYTES = 256 << 20  # ... and by all the worker processes of a DataLoader together (2 chunks each at least)
 THREADS = 8              # requests in flight
-KEEP_BUFFERS = 2 * AHEAD_BYTES // CHUNK_BYTES  # free receive buffers kept: chunks ahead, and a primed epoch's
 
 
 class MemoryReader:
@@ -65,7 +66,16 @@ def fetch_range(url: str, start: int, size: int, *, retries: int = 3,
                 storage_options: Mapping | None = None) -> bytearray | np.ndarray:
     """``size`` bytes of ``url`` from ``start`` (one request), received into a recycled buffer when they fit one."""
     return read_range(url, start, size, retries=retries, storage_options=storage_options,
-                      buffer=receive_buffer(size, CHUNK_BYTES, KEEP_BUFFERS))
+                      buffer=receive_buffer(size, CHUNK_BYTES, 2 * read_ahead_budget() // CHUNK_BYTES))
+
+
+def read_ahead_budget() -> int:
+    """This process's read-ahead budget: ``AHEAD_BYTES``, or in one of a DataLoader's ``n`` workers its part
+    ``LOADER_AHEAD_BYTES / n`` when smaller (two chunks at least), so memory does not grow with the worker
+    count. Twice as many receive buffers are kept free: the chunks ahead, and a primed epoch's."""
+    info = get_worker_info()
+    workers = info.num_workers if info is not None else 1
+    return min(AHEAD_BYTES, max(LOADER_AHEAD_BYTES // workers, 2 * CHUNK_BYTES))
 
 
 def sample_bytes(shard: ShardFile, index: int) -> int:
@@ -78,15 +88,15 @@ def in_order(tasks: Iterable[tuple[int, Callable[[], T]]], ahead_bytes: int | No
              threads: int | None = None) -> Iterator[T]:
     """The results of ``tasks`` (``(bytes, function)``), in order, computed by a thread pool of ``threads``
     with at most ``ahead_bytes`` of them requested and not yet yielded (always one at least); errors raised in
-    order. Unset bounds are this module's ``AHEAD_BYTES`` and ``THREADS`` when called."""
-    ahead_bytes = AHEAD_BYTES if ahead_bytes is None else ahead_bytes
+    order. Unset bounds are ``read_ahead_budget()`` and ``THREADS``, read when called."""
+    ahead = read_ahead_budget() if ahead_bytes is None else ahead_bytes
     pool = ThreadPoolExecutor(THREADS if threads is None else threads, thread_name_prefix="m3leo-prefetch")
     pending: deque = deque()
     tasks = iter(tasks)
     upcoming, in_flight = next(tasks, None), 0
     try:
         while upcoming is not None or pending:
-            while upcoming is not None and (not pending or in_flight + upcoming[0] <= ahead_bytes):
+            while upcoming is not None and (not pending or in_flight + upcoming[0] <= ahead):
                 size, function = upcoming
                 pending.append((size, pool.submit(function)))
                 in_flight += size

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from m3leo_hf import prefetch
 
@@ -53,3 +54,28 @@ def test_in_order_requests_one_task_ahead_even_when_it_exceeds_the_bound():
     running.consume(10)
     assert next(results) == 1
     assert running.peaks == [10, 10]  # the second started only once the first was consumed
+
+
+class Budgets(torch.utils.data.IterableDataset):
+    """Yields, in each worker process (or the main one), its read-ahead budget and the most bytes ``in_order``
+    had requested ahead there, over chunk-sized tasks."""
+
+    def __iter__(self):
+        running, chunk = Running(), prefetch.CHUNK_BYTES
+        for _ in prefetch.in_order(running.task(chunk, i) for i in range(24)):
+            running.consume(chunk)
+        yield prefetch.read_ahead_budget(), max(running.peaks)
+
+
+@pytest.mark.parametrize("workers", [0, 2, 4, 16])
+def test_read_ahead_is_split_over_a_loaders_workers(workers):
+    """All workers together request at most ``LOADER_AHEAD_BYTES`` ahead (two chunks each at least), and a
+    process alone or one of two keeps ``AHEAD_BYTES``: memory does not grow with the worker count."""
+    loader = torch.utils.data.DataLoader(Budgets(), batch_size=None, num_workers=workers)
+    budgets, peaks = zip(*[(int(b), int(p)) for b, p in loader])
+    assert len(budgets) == max(workers, 1)
+    expected = {0: prefetch.AHEAD_BYTES, 2: prefetch.AHEAD_BYTES, 4: prefetch.LOADER_AHEAD_BYTES // 4,
+                16: 2 * prefetch.CHUNK_BYTES}[workers]
+    assert list(budgets) == [expected] * len(budgets)
+    assert all(peak <= budget for peak, budget in zip(peaks, budgets))
+    assert sum(peaks) <= max(prefetch.LOADER_AHEAD_BYTES, 2 * prefetch.CHUNK_BYTES * workers)
