@@ -13,8 +13,8 @@ expired or revoked signature) is forgotten and the URL resolved again, once, wit
 An ``hf://`` file of a repository is read the same way (``http_target``): as its ``/resolve/`` URL at the
 endpoint, with the token ``HfFileSystem`` would send. An ``https://`` URL at the Hub's endpoint carries that token
 too, as ``datasets`` sends it (so a private repo reads by either URL); any http(s) URL carries the
-``storage_options["headers"]`` fsspec's HTTP filesystem would send. Reading it through ``HfFileSystem`` instead costs one
-resolver request and, every few chunks, Hub API calls (repo info, tree listings), which have the lowest limits.
+``storage_options["headers"]`` fsspec's HTTP filesystem would send. Reading an ``hf://`` file through
+``HfFileSystem`` instead costs one resolver request and, every few chunks, Hub API calls (repo info, tree listings), which have the lowest limits.
 ``Authorization`` never leaves the origin it was meant for: a redirect to the CDN drops it, as the Hub's
 clients do (a signed URL plus a token is refused by the storage).
 
@@ -84,12 +84,12 @@ def http_target(url: str, storage_options: Mapping | None = None) -> tuple[str, 
         return None
     options = repr(sorted((storage_options or {}).items()))
     if (url, options) not in _targets:
-        find = _hub_https if url.startswith("hf://") else _https
-        _targets[url, options] = find(url, storage_options, options)
+        _targets[url, options] = (_hub_https(url, storage_options, options) if url.startswith("hf://")
+                                  else _https(url, storage_options))
     return _targets[url, options]
 
 
-def _https(url: str, storage_options: Mapping | None, options: str) -> tuple[str, dict[str, str]]:
+def _https(url: str, storage_options: Mapping | None) -> tuple[str, dict[str, str]]:
     from huggingface_hub import constants
     from huggingface_hub.utils import build_hf_headers
 

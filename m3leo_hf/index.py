@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import tarfile
-import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -388,13 +387,12 @@ def _align(region: str, per_modality: Mapping[str, dict], modalities: Sequence[s
 
 def _absent(exc: BaseException) -> bool:
     """Whether a metadata read failed because the file does not exist (locally, 404, fsspec)."""
-    while exc is not None:
-        if isinstance(exc, FileNotFoundError) and exc.__cause__ is None:
-            return True
-        if isinstance(exc, urllib.error.HTTPError):
-            return exc.code == 404
+    status = http_get.status_of(exc)
+    if status is not None:
+        return status == 404
+    while exc.__cause__ is not None:
         exc = exc.__cause__
-    return False
+    return isinstance(exc, FileNotFoundError)
 
 
 def _at(keys: Sequence[str], position: int) -> str | None:
