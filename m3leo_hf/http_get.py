@@ -14,7 +14,8 @@ An ``hf://`` file of a repository is read the same way (``http_target``): as its
 endpoint, with the token ``HfFileSystem`` would send. An ``https://`` URL at the Hub's endpoint carries that token
 too, as ``datasets`` sends it (so a private repo reads by either URL); any http(s) URL carries the
 ``storage_options["headers"]`` fsspec's HTTP filesystem would send. Reading an ``hf://`` file through
-``HfFileSystem`` instead costs one resolver request and, every few chunks, Hub API calls (repo info, tree listings), which have the lowest limits.
+``HfFileSystem`` instead costs one resolver request and, every few chunks, Hub API calls (repo info, tree
+listings), which have the lowest limits.
 ``Authorization`` never leaves the origin it was meant for: a redirect to the CDN drops it, as the Hub's
 clients do (a signed URL plus a token is refused by the storage).
 

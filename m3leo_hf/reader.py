@@ -3,10 +3,11 @@
 Local paths open with ``webdataset.gopen``; ``http(s)://`` URLs use ranged GET requests (stdlib
 ``urllib`` through ``m3leo_hf.http_get``, which remembers where the Hub redirected; fsspec's http backend
 needs aiohttp, which is not a dependency), and so do ``hf://datasets/ORG/NAME/...`` files, by their
-``/resolve/`` URL; other URLs (``hf://buckets/...``, ``s3://``...) go through ``fsspec``. A transient error (connection reset, timeout, HTTP 429/5xx, a remote stream ending
-early) reopens the source at the current byte after ``BACKOFF_S * 2**k`` seconds (longer when a 429/503
-says so), at most ``retries`` times in a row. A shard whose bytes are wrong raises ``ShardError`` naming the
-shard, the sample and the member; nothing is skipped.
+``/resolve/`` URL; other URLs (``hf://buckets/...``, ``s3://``...) go through ``fsspec``. A transient error
+(connection reset, timeout, HTTP 429/5xx, a remote stream ending early) reopens the source at the current byte
+after ``BACKOFF_S * 2**k`` seconds (longer when a 429/503 says so), at most ``retries`` times in a row. A
+shard whose bytes are wrong raises ``ShardError`` naming the shard, the sample and the member; nothing is
+skipped.
 
 Nothing read is trusted: tar members are read where the (checked) index says, into buffers sized from
 the index; headers, ``.npy`` headers and sample JSON are checked against the index and

@@ -371,9 +371,10 @@ def test_hub_roots_https_resolve_and_hf(stream_shards, local_hub: LocalHub):
 
 
 def test_private_hub_repo_reads_by_https_and_hf_with_the_token(stream_shards, local_hub: LocalHub):
-    """A private repo answers anonymous reads 401, an error that says what to do. An https root at the Hub's endpoint carries the token, as
-    ``datasets`` sends it (``storage_options`` ``token``, or explicit ``headers``), and so does ``hf://``;
-    the CDN refuses any request that carries it, so equal batches also show it stayed on the Hub."""
+    """A private repo answers anonymous reads 401, an error that says what to do. An https root at the Hub's
+    endpoint carries the token, as ``datasets`` sends it (``storage_options`` ``token``, or explicit
+    ``headers``), and so does ``hf://``; the CDN refuses any request that carries it, so equal batches also
+    show it stayed on the Hub."""
     http_get.forget_locations()
     api = HfApi(endpoint=local_hub.url, token=TEST_TOKEN)
     api.create_repo("m3leo/conus", repo_type="dataset", private=True)
